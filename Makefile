@@ -1,0 +1,75 @@
+# Quarry — every command a newcomer needs.  `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_VERSION := $(shell ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
+APT_PACKAGES := postgresql-$(PG_VERSION)-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-$(PG_VERSION)-plpgsql-check
+STAMPS := .make
+PGTAP_DB := quarry_pgtap
+ADMIN_URL := postgresql://postgres@127.0.0.1:5432
+
+.PHONY: help setup postgres dev db token test lint test-sql test-py bench clean
+
+help: ## list the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: postgres $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/npm ## install everything (apt, venv, npm); idempotent
+
+postgres: ## start the local PostgreSQL if it is down
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $(PG_VERSION) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
+	  echo "PostgreSQL did not start" >&2; exit 1
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+$(STAMPS)/npm: package.json package-lock.json
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+db: setup ## create and migrate the local dev database (FRESH=1 drops it first)
+	$(PY) -m gateway.dev db $(if $(FRESH),--fresh)
+
+dev: setup ## run the service: dev database, dev auth (JWKS), gateway on :8000
+	$(PY) -m gateway.dev run
+
+token: ## print a dev access token: make -s token USER=alice@example.com
+	@test "$(origin USER)" = "command line" || { echo "usage: make -s token USER=alice@example.com" >&2; exit 2; }
+	@$(PY) -m gateway.dev token "$(USER)"
+
+test: setup lint test-sql test-py ## run every test (lint, pgTAP, pytest)
+
+lint: setup ## ruff, mypy and sqlfluff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/sqlfluff lint supabase/migrations sql tests/sql
+
+test-sql: setup ## pgTAP through pg_prove on a fresh database, plus supabase db lint
+	$(PY) -c "from gateway.dev.database import prepare_database as p; p('$(ADMIN_URL)/postgres', '$(PGTAP_DB)', fresh=True)"
+	psql -q -v ON_ERROR_STOP=1 "$(ADMIN_URL)/$(PGTAP_DB)" -f tests/sql/helpers/setup.sql
+	pg_prove --failures --dbname "$(ADMIN_URL)/$(PGTAP_DB)" tests/sql/*.sql
+	node_modules/.bin/supabase db lint --db-url "$(ADMIN_URL)/$(PGTAP_DB)?sslmode=disable" \
+	  --schema api,app,internal,ops --level warning --fail-on warning
+
+test-py: setup ## pytest (unit, HTTP and end-to-end against the real Postgres)
+	$(VENV)/bin/pytest
+
+bench: setup ## run every benchmark; each prints its summary as its last line
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+
+clean: ## remove the venv, node_modules and the dev key
+	rm -rf $(VENV) node_modules $(STAMPS) .dev

@@ -1,0 +1,1 @@
+"""Quarry's HTTP gateway: a thin Starlette layer over Postgres."""

@@ -1,0 +1,1 @@
+"""Who is calling: JWT verification and the request's principal."""

@@ -1,0 +1,30 @@
+"""Resolve the caller of a request; endpoints call this first."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.requests import Request
+
+from gateway.auth.jwt import JwtVerifier, bearer_token
+from gateway.auth.principal import Principal
+from gateway.db import Connection, act_as
+
+
+async def authenticate(request: Request) -> Principal:
+    verifier: JwtVerifier = request.app.state.verifier
+    return await verifier.verify(bearer_token(request.headers.get("authorization")))
+
+
+@asynccontextmanager
+async def tenant_transaction(request: Request, principal: Principal) -> AsyncIterator[Connection]:
+    """act_as() for the principal of this HTTP request."""
+    async with act_as(
+        request.app.state.pool,
+        principal.claims,
+        method=request.method,
+        path=request.url.path,
+        headers=request.headers,
+    ) as conn:
+        yield conn

@@ -1,0 +1,155 @@
+"""Development commands (see `make help`).
+
+    python -m gateway.dev db [--fresh]      create + migrate the local database
+    python -m gateway.dev token EMAIL       print a dev access token for EMAIL
+    python -m gateway.dev run               database, dev auth server, gateway
+    python -m gateway.dev authserver        only the dev JWKS server
+
+All of them refuse to run with QUARRY_ENV=production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from gateway.dev.database import DatabaseSetupError, prepare_database
+from gateway.dev.keys import DevModeRefused, load_or_create_key, mint_token, refuse_in_production
+from gateway.dev.users import ensure_user
+from gateway.settings import Settings, SettingsError
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    url = prepare_database(settings.admin_database_url, database_name(settings.admin_database_url), fresh=args.fresh)
+    print(f"database ready: {database_name(url)}", file=sys.stderr)
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    user_id = ensure_user(settings.admin_database_url, args.email)
+    print(mint_token(settings, user_id, args.email, ttl_seconds=args.ttl))
+    return 0
+
+
+def cmd_authserver(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.dev.authserver import create_auth_app
+
+    parts = urlsplit(settings.supabase_url)
+    uvicorn.run(create_auth_app(settings), host=parts.hostname or "127.0.0.1", port=parts.port or 54321)
+    return 0
+
+
+def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes):
+            return False
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    cmd_db(settings, argparse.Namespace(fresh=False))
+    load_or_create_key(settings)
+    python = sys.executable
+    gateway_url = f"http://{args.host}:{args.port}"
+    processes = [
+        subprocess.Popen([python, "-m", "gateway.dev", "authserver"]),
+        subprocess.Popen(
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "gateway.app:create_app",
+                "--factory",
+                "--host",
+                args.host,
+                "--port",
+                str(args.port),
+                "--no-access-log",
+            ]
+        ),
+    ]
+
+    def stop(*_: object) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        if not _wait_ready(f"{gateway_url}/readyz", processes):
+            print("the gateway did not become ready; see the output above", file=sys.stderr)
+            return 1
+        print(
+            f"""
+Quarry is running.
+  gateway      {gateway_url}   (health: {gateway_url}/readyz, API: {gateway_url}/openapi.json)
+  dev auth     {settings.supabase_url}   (JWKS of the dev signing key in {settings.dev_dir})
+
+Get a token and call the API from another terminal:
+  TOKEN=$(make -s token USER=alice@example.com)
+  curl -H "Authorization: Bearer $TOKEN" {gateway_url}/api/me
+
+Ctrl-C stops everything.""",
+            flush=True,
+        )
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+        for process in processes:
+            process.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.dev", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    db = commands.add_parser("db", help="create and migrate the local database")
+    db.add_argument("--fresh", action="store_true", help="drop the database first")
+    db.set_defaults(handler=cmd_db)
+    token = commands.add_parser("token", help="print a dev access token (creates the user if needed)")
+    token.add_argument("email")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.set_defaults(handler=cmd_token)
+    run = commands.add_parser("run", help="run the dev auth server and the gateway")
+    run.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
+    run.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
+    run.set_defaults(handler=cmd_run)
+    authserver = commands.add_parser("authserver", help="serve the dev JWKS only")
+    authserver.set_defaults(handler=cmd_authserver)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        refuse_in_production(settings)
+        return int(args.handler(settings, args))
+    except (DevModeRefused, SettingsError, DatabaseSetupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

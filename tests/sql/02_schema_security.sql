@@ -1,0 +1,76 @@
+-- Invariants over every object in the application schemas, so that a table
+-- or function added later without RLS, a policy or a safe search_path fails.
+begin;
+set local search_path = tests, public;
+select plan(7);
+
+select is_empty(
+    $$
+    select n.nspname || '.' || c.relname
+    from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
+    where n.nspname in ('api', 'app', 'internal', 'ops', 'public')
+        and c.relkind in ('r', 'p')
+        and not (c.relrowsecurity and c.relforcerowsecurity)
+    $$,
+    'every table in the app schemas has RLS enabled and forced'
+);
+
+select is_empty(
+    $$
+    select n.nspname || '.' || c.relname
+    from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
+    where n.nspname in ('api', 'app', 'internal', 'ops', 'public')
+        and c.relkind in ('r', 'p')
+        and not exists (select from pg_policy as p where p.polrelid = c.oid)
+    $$,
+    'every table in the app schemas has at least one policy'
+);
+
+select isnt_empty(
+    $$
+    select c.oid from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
+    where n.nspname = 'app' and c.relkind = 'r'
+    $$,
+    'the check above looked at real tables'
+);
+
+select is_empty(
+    $$
+    select c.relname from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
+    where n.nspname = 'api' and c.relkind = 'v'
+        and not coalesce('security_invoker=true' = any(c.reloptions), false)
+    $$,
+    'every view in api runs with the caller''s privileges (security_invoker)'
+);
+
+select is_empty(
+    $$
+    select n.nspname || '.' || p.proname
+    from pg_proc as p inner join pg_namespace as n on p.pronamespace = n.oid
+    where n.nspname in ('api', 'app', 'ops', 'public') and p.prosecdef
+    $$,
+    'SECURITY DEFINER functions live only in the non-exposed internal schema'
+);
+
+select is_empty(
+    $$
+    select n.nspname || '.' || p.proname
+    from pg_proc as p inner join pg_namespace as n on p.pronamespace = n.oid
+    where n.nspname in ('api', 'app', 'internal', 'ops')
+        and not coalesce('search_path=""' = any(p.proconfig), false)
+    $$,
+    'every function in the app schemas pins search_path to the empty string'
+);
+
+select is_empty(
+    $$
+    select n.nspname || '.' || p.proname
+    from pg_proc as p inner join pg_namespace as n on p.pronamespace = n.oid
+    where n.nspname in ('api', 'app', 'internal', 'ops')
+        and has_function_privilege('anon', p.oid, 'execute')
+    $$,
+    'anon may execute no function in the app schemas'
+);
+
+select * from finish();
+rollback;

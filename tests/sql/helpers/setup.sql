@@ -1,0 +1,80 @@
+-- Test-only helpers, installed into the pgTAP database after the migrations.
+-- tests.act_as() is the SQL twin of gateway.db.act_as(): it sets the same
+-- settings PostgREST sets (role, request.jwt.claims with role inside,
+-- request.method, request.path, request.headers), local to the transaction.
+
+create schema if not exists tests;
+create extension if not exists pgtap with schema tests;
+
+create or replace function tests.create_user(email text)
+returns uuid
+language sql
+as $$
+    insert into auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+    values (gen_random_uuid(), 'authenticated', 'authenticated', email, '{}', '{}', now(), now())
+    returning id
+$$;
+
+create or replace function tests.act_as(
+    user_id uuid,
+    claims jsonb default null,
+    method text default 'POST',
+    path text default '/',
+    headers jsonb default '{}'
+)
+returns void
+language plpgsql
+as $$
+declare
+    effective_claims jsonb;
+begin
+    reset role;
+    effective_claims := coalesce(
+        claims,
+        jsonb_build_object(
+            'sub', user_id,
+            'aud', 'authenticated',
+            'email', (select u.email from auth.users as u where u.id = user_id)
+        )
+    ) || '{"role": "authenticated"}';
+    perform set_config('role', 'authenticated', true);
+    perform set_config('request.jwt.claims', effective_claims::text, true);
+    perform set_config('request.method', upper(method), true);
+    perform set_config('request.path', path, true);
+    perform set_config('request.headers', headers::text, true);
+end
+$$;
+
+create or replace function tests.act_as_anon()
+returns void
+language plpgsql
+as $$
+begin
+    perform set_config('role', 'anon', true);
+    perform set_config('request.jwt.claims', '{"role": "anon"}', true);
+end
+$$;
+
+create or replace function tests.act_as_service_role()
+returns void
+language plpgsql
+as $$
+begin
+    perform set_config('role', 'service_role', true);
+    perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
+end
+$$;
+
+-- Back to the session user (the test runner) with no claims.
+create or replace function tests.reset_actor()
+returns void
+language plpgsql
+as $$
+begin
+    reset role;
+    perform set_config('request.jwt.claims', '', true);
+end
+$$;
+
+grant usage on schema tests to public;
+grant execute on all functions in schema tests to public;
