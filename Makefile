@@ -56,7 +56,7 @@ lint: setup ## ruff, mypy and sqlfluff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/sqlfluff lint supabase/migrations sql tests/sql
+	$(VENV)/bin/sqlfluff lint supabase/migrations sql tests/sql/helpers
 
 test-sql: setup ## pgTAP through pg_prove on a fresh database, plus supabase db lint
 	$(PY) -c "from gateway.dev.database import prepare_database as p; p('$(ADMIN_URL)/postgres', '$(PGTAP_DB)', fresh=True)"

@@ -82,19 +82,22 @@ class JwksCache:
         try:
             response = await self._client.get(self._url)
             response.raise_for_status()
-            document = response.json()
+            keys = _parse_jwks(response.json())
         except (httpx.HTTPError, ValueError) as error:
             # Keep serving the keys we have; try again after the refetch interval.
             logger.warning("JWKS fetch from %s failed: %s", self._url, type(error).__name__)
             self._fetched_at = time.monotonic()
             return
-        self._keys = _parse_jwks(document)
+        self._keys = keys
         self._fetched_at = time.monotonic()
 
 
 def _parse_jwks(document: Any) -> dict[str, SigningKey]:
+    """The usable signing keys of a JWKS document; ValueError if it is not one."""
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("not a JWKS document")
     keys: dict[str, SigningKey] = {}
-    entries = document.get("keys", []) if isinstance(document, dict) else []
     for entry in entries:
         if not isinstance(entry, dict):
             continue

@@ -45,6 +45,8 @@ class JwtVerifier:
         except jwt.PyJWTError:
             raise unauthorized("The bearer token is not a well-formed JWT.") from None
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            raise unauthorized("The token names no signing algorithm.")
         key = await self._key_for(algorithm, header.get("kid"))
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -70,12 +72,12 @@ class JwtVerifier:
             raise unauthorized("The token's signature or contents are invalid.") from None
         return _principal(claims)
 
-    async def _key_for(self, algorithm: object, kid: object) -> Any:
+    async def _key_for(self, algorithm: str, kid: object) -> Any:
         if algorithm == "HS256":
             if self._hs256_secret is None:
                 raise unauthorized("HS256 tokens are not accepted by this server.")
             return self._hs256_secret
-        if not isinstance(algorithm, str) or algorithm not in ASYMMETRIC_ALGORITHMS:
+        if algorithm not in ASYMMETRIC_ALGORITHMS:
             raise unauthorized(f"Tokens signed with {algorithm!r} are not accepted.")
         if not isinstance(kid, str) or not kid:
             raise unauthorized("The token names no signing key (kid).")

@@ -19,6 +19,7 @@ import time
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 
 from gateway.dev.database import DatabaseSetupError, prepare_database
 from gateway.dev.keys import DevModeRefused, load_or_create_key, mint_token, refuse_in_production
@@ -37,7 +38,12 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    user_id = ensure_user(settings.admin_database_url, args.email)
+    try:
+        user_id = ensure_user(settings.admin_database_url, args.email)
+    except psycopg.OperationalError:
+        name = database_name(settings.admin_database_url)
+        print(f"error: cannot reach the dev database {name!r}; run `make dev` (or `make db`) first", file=sys.stderr)
+        return 2
     print(mint_token(settings, user_id, args.email, ttl_seconds=args.ttl))
     return 0
 
@@ -48,7 +54,12 @@ def cmd_authserver(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.dev.authserver import create_auth_app
 
     parts = urlsplit(settings.supabase_url)
-    uvicorn.run(create_auth_app(settings), host=parts.hostname or "127.0.0.1", port=parts.port or 54321)
+    uvicorn.run(
+        create_auth_app(settings),
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 54321,
+        log_level="warning",
+    )
     return 0
 
 
@@ -94,7 +105,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             if process.poll() is None:
                 process.terminate()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    def on_sigterm(*_: object) -> None:
+        stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if not _wait_ready(f"{gateway_url}/readyz", processes):
             print("the gateway did not become ready; see the output above", file=sys.stderr)

@@ -52,6 +52,9 @@ create table if not exists auth.users (
     is_anonymous boolean not null default false
 );
 
+-- As in Supabase: one non-SSO account per email address.
+create unique index if not exists users_email_partial_key on auth.users (email) where is_sso_user = false;
+
 create or replace function auth.uid()
 returns uuid
 set search_path to ''

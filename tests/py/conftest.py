@@ -1,0 +1,107 @@
+"""Shared fixtures: a freshly migrated Postgres database, users, a JWKS server, the gateway."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.dev.database import prepare_database, run_sql_file, with_database
+from gateway.paths import REPO_ROOT
+from gateway.settings import Settings
+from tests.py.support.tokens import HS256_SECRET, JwksServer, KeySet, TokenFactory
+
+ADMIN_SERVER_URL = os.environ.get("QUARRY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_DATABASE = "quarry_pytest"
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    admin_url: str
+    gateway_url: str
+
+
+@dataclass(frozen=True)
+class Users:
+    alice: uuid.UUID
+    bob: uuid.UUID
+
+
+@pytest.fixture(scope="session")
+def database() -> DatabaseUrls:
+    admin_url = prepare_database(ADMIN_SERVER_URL, TEST_DATABASE, fresh=True)
+    run_sql_file(admin_url, str(REPO_ROOT / "tests" / "sql" / "helpers" / "setup.sql"))
+    gateway_url = with_database(ADMIN_SERVER_URL.replace("postgres@", "quarry_gateway@", 1), TEST_DATABASE)
+    return DatabaseUrls(admin_url=admin_url, gateway_url=gateway_url)
+
+
+@pytest.fixture(scope="session")
+def users(database: DatabaseUrls) -> Users:
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        ids = {}
+        for name in ("alice", "bob"):
+            row = conn.execute("select tests.create_user(%s)", (f"{name}@example.com",)).fetchone()
+            assert row is not None
+            ids[name] = row[0]
+    return Users(**ids)
+
+
+@pytest.fixture(scope="session")
+def keys() -> KeySet:
+    return KeySet()
+
+
+@pytest.fixture(scope="session")
+def jwks_server(keys: KeySet) -> Iterator[JwksServer]:
+    server = JwksServer(keys.jwks()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tokens(keys: KeySet, jwks_server: JwksServer) -> TokenFactory:
+    return TokenFactory(keys=keys, issuer=f"{jwks_server.base_url}/auth/v1")
+
+
+def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, **overrides: str) -> dict[str, str]:
+    env = {
+        "QUARRY_ENV": "test",
+        "DATABASE_URL": database.gateway_url,
+        "ADMIN_DATABASE_URL": database.admin_url,
+        "SUPABASE_URL": jwks_server.base_url,
+        "SUPABASE_JWT_SECRET": HS256_SECRET,
+        "JWKS_MIN_REFETCH_SECONDS": "0",
+    }
+    env.update(overrides)
+    return env
+
+
+GatewayFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_gateway(database: DatabaseUrls, jwks_server: JwksServer) -> Iterator[GatewayFactory]:
+    """Start a gateway (lifespan included) with test settings, optionally overridden."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: str) -> TestClient:
+        settings = Settings.from_env(gateway_env(database, jwks_server, **overrides))
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def gateway(make_gateway: GatewayFactory) -> TestClient:
+    return make_gateway()

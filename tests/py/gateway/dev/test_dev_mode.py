@@ -1,0 +1,132 @@
+"""`make dev` and `make token` end to end, as a newcomer runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from gateway.dev.database import with_database
+from gateway.paths import REPO_ROOT
+from tests.py.conftest import ADMIN_SERVER_URL
+
+pytestmark = pytest.mark.slow
+
+DEV_TEST_DATABASE = "quarry_devtest"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def dev_env(tmp_path: Path) -> dict[str, str]:
+    with psycopg.connect(ADMIN_SERVER_URL, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {DEV_TEST_DATABASE} with (force)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "DATABASE_URL", "QUARRY_"))}
+    env.update(
+        QUARRY_DB_NAME=DEV_TEST_DATABASE,
+        QUARRY_DEV_DIR=str(tmp_path / "dev"),
+        SUPABASE_URL=f"http://127.0.0.1:{free_port()}",
+        GATEWAY_PORT=str(free_port()),
+    )
+    return env
+
+
+@contextmanager
+def make_dev(env: dict[str, str]) -> Iterator[str]:
+    process = subprocess.Popen(
+        ["make", "-s", "dev"],
+        cwd=REPO_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail("make dev did not become ready")
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert "TOKEN=$(make -s token USER=alice@example.com)" in output
+    assert f'curl -H "Authorization: Bearer $TOKEN" {base}/api/me' in output
+
+
+def make_token(env: dict[str, str], email: str) -> str:
+    result = subprocess.run(
+        ["make", "-s", "token", f"USER={email}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_make_dev_serves_readyz_and_me_twice_over(dev_env: dict[str, str]) -> None:
+    with make_dev(dev_env) as base:
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        token = make_token(dev_env, "alice@example.com")
+        first = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert first.status_code == 200, first.text
+    admin = with_database(ADMIN_SERVER_URL, DEV_TEST_DATABASE)
+    with psycopg.connect(admin) as conn:
+        row = conn.execute("select id from auth.users where email = 'alice@example.com'").fetchone()
+    assert row is not None
+    assert first.json() == {"tenant_id": str(row[0]), "email": "alice@example.com", "plan": "free"}
+
+    # Idempotent: a second run reuses the database, the user and the signing key.
+    with make_dev(dev_env) as base:
+        again = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert again.json() == first.json()
+        assert make_token(dev_env, "alice@example.com") != token  # a new token, same user
+    assert (Path(dev_env["QUARRY_DEV_DIR"]) / "jwt-es256-private.pem").stat().st_mode & 0o077 == 0
+
+
+def test_make_token_needs_a_user(dev_env: dict[str, str]) -> None:
+    result = subprocess.run(["make", "-s", "token"], cwd=REPO_ROOT, env=dev_env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "usage: make -s token USER=" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["token", "eve@example.com"], ["authserver"], ["run"], ["db"]])
+def test_dev_commands_refuse_production(dev_env: dict[str, str], command: list[str]) -> None:
+    env = {
+        **dev_env,
+        "QUARRY_ENV": "production",
+        "SUPABASE_URL": "https://project.supabase.co",
+        "DATABASE_URL": "postgresql://quarry_gateway@127.0.0.1:5432/quarry_devtest",
+        "ADMIN_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/quarry_devtest",
+    }
+    result = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "gateway.dev", *command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "dev signing is disabled when QUARRY_ENV=production" in result.stderr
+    assert not (Path(dev_env["QUARRY_DEV_DIR"]) / "jwt-es256-private.pem").exists()

@@ -1,0 +1,126 @@
+"""gateway.db.act_as: the one way tenant work reaches Postgres."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from gateway.db import Connection, act_as, create_pool, request_context
+from tests.py.conftest import DatabaseUrls, Users
+
+pytestmark = pytest.mark.anyio
+
+SETTINGS_QUERY = """
+select current_user as role,
+       current_setting('request.jwt.claims', true) as claims,
+       current_setting('request.method', true) as method,
+       current_setting('request.path', true) as path,
+       current_setting('request.headers', true) as headers,
+       auth.uid() as uid,
+       auth.role() as auth_role
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def pool(database: DatabaseUrls) -> AsyncIterator[Any]:
+    # One connection, so the leak test is sure to get back the connection act_as used.
+    pool = create_pool(database.gateway_url, min_size=1, max_size=1)
+    await pool.open(wait=True)
+    yield pool
+    await pool.close()
+
+
+async def read_settings(conn: Connection) -> dict[str, Any]:
+    row = await (await conn.execute(SETTINGS_QUERY)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+async def test_sets_what_postgrest_sets(pool: Any, users: Users) -> None:
+    claims = {"sub": str(users.alice), "aud": "authenticated", "email": "alice@example.com"}
+    headers = {"User-Agent": "pytest", "Authorization": "Bearer secret", "Cookie": "sb=1", "apikey": "k"}
+    async with act_as(pool, claims, method="get", path="/api/me", headers=headers) as conn:
+        settings = await read_settings(conn)
+    assert settings["role"] == "authenticated"
+    assert json.loads(settings["claims"]) == {**claims, "role": "authenticated"}
+    assert settings["method"] == "GET"
+    assert settings["path"] == "/api/me"
+    assert settings["uid"] == users.alice
+    assert settings["auth_role"] == "authenticated"
+    # Credentials never reach SQL; ordinary headers do, lower-cased like PostgREST's.
+    assert json.loads(settings["headers"]) == {"user-agent": "pytest"}
+
+
+async def test_matches_the_pgtap_helper(pool: Any, database: DatabaseUrls, users: Users) -> None:
+    """tests.act_as (SQL) and gateway.db.act_as (Python) leave identical settings."""
+    claims = {"sub": str(users.alice), "aud": "authenticated", "email": "alice@example.com"}
+    async with act_as(pool, claims, method="POST", path="/x", headers={"x-a": "1"}) as conn:
+        from_python = await read_settings(conn)
+    with psycopg.connect(database.admin_url, row_factory=dict_row) as admin, admin.transaction():
+        admin.execute(
+            "select tests.act_as(%s, %s::jsonb, 'POST', '/x', '{\"x-a\": \"1\"}')", (users.alice, json.dumps(claims))
+        )
+        from_sql = admin.execute(SETTINGS_QUERY).fetchone()
+    assert from_sql is not None
+    assert {**from_sql, "claims": json.loads(from_sql["claims"]), "headers": json.loads(from_sql["headers"])} == {
+        **from_python,
+        "claims": json.loads(from_python["claims"]),
+        "headers": json.loads(from_python["headers"]),
+    }
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+async def test_nothing_leaks_to_the_next_user_of_the_connection(pool: Any, users: Users, outcome: str) -> None:
+    expectation = pytest.raises(RuntimeError) if outcome == "rollback" else nullcontext()
+    with expectation:
+        async with act_as(pool, {"sub": str(users.alice)}) as conn:
+            await conn.execute("select 1")
+            if outcome == "rollback":
+                raise RuntimeError("boom")
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute("select current_user as role, current_setting('request.jwt.claims', true) as claims")
+        ).fetchone()
+    assert row is not None
+    assert row["role"] == "quarry_gateway"
+    assert not row["claims"]
+
+
+async def test_rls_applies_inside(pool: Any, database: DatabaseUrls, users: Users) -> None:
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        for owner in (users.alice, users.bob):
+            conn.execute("insert into app.documents (tenant_id, title) values (%s, 'db-helper-test')", (owner,))
+    async with act_as(pool, {"sub": str(users.alice)}) as conn:
+        rows = await (
+            await conn.execute("select tenant_id from app.documents where title = 'db-helper-test'")
+        ).fetchall()
+    assert [row["tenant_id"] for row in rows] == [users.alice]
+
+
+async def test_without_act_as_the_gateway_role_reads_nothing(pool: Any) -> None:
+    async with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("select * from app.documents")
+
+
+def test_refuses_roles_that_bypass_rls() -> None:
+    for role in ("service_role", "postgres", "quarry_gateway"):
+        with pytest.raises(ValueError, match="role must be one of"):
+            request_context({"sub": str(uuid.uuid4())}, role=role, method="GET", path="/", headers=None)
+
+
+def test_refuses_claims_that_disagree_with_the_role() -> None:
+    with pytest.raises(ValueError, match="claims carry role"):
+        request_context({"role": "service_role"}, role="authenticated", method="GET", path="/", headers=None)

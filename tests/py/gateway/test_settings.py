@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.settings import Settings, SettingsError
+
+
+def test_dev_defaults_are_the_embedded_setup() -> None:
+    settings = Settings.from_env({})
+    assert settings.environment == "development"
+    assert settings.database_url == "postgresql://quarry_gateway@127.0.0.1:5432/quarry"
+    assert settings.jwks_url == "http://127.0.0.1:54321/auth/v1/.well-known/jwks.json"
+    assert settings.jwt_issuer == "http://127.0.0.1:54321/auth/v1"
+    assert settings.jwt_secret is None
+
+
+@pytest.mark.parametrize("missing", ["SUPABASE_URL", "DATABASE_URL", "ADMIN_DATABASE_URL"])
+def test_production_has_no_dev_fallbacks(missing: str) -> None:
+    env = {
+        "QUARRY_ENV": "production",
+        "SUPABASE_URL": "https://ref.supabase.co",
+        "DATABASE_URL": "postgresql://quarry_gateway@db/postgres",
+        "ADMIN_DATABASE_URL": "postgresql://postgres@db/postgres",
+    }
+    del env[missing]
+    with pytest.raises(SettingsError, match=missing):
+        Settings.from_env(env)
+
+
+def test_unknown_environment_is_refused() -> None:
+    with pytest.raises(SettingsError, match="QUARRY_ENV"):
+        Settings.from_env({"QUARRY_ENV": "prod"})
