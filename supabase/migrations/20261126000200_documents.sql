@@ -57,8 +57,6 @@ begin
 end
 $$;
 
-grant execute on function app.touch_updated_at() to authenticated, service_role;
-
 create trigger documents_touch_updated_at
 before update on app.documents
 for each row execute function app.touch_updated_at();

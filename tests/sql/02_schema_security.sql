@@ -2,7 +2,7 @@
 -- or function added later without RLS, a policy or a safe search_path fails.
 begin;
 set local search_path = tests, public;
-select plan(7);
+select plan(8);
 
 select is_empty(
     $$
@@ -70,6 +70,17 @@ select is_empty(
         and has_function_privilege('anon', p.oid, 'execute')
     $$,
     'anon may execute no function in the app schemas'
+);
+
+select is_empty(
+    $$
+    select n.nspname || '.' || c.relname
+    from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
+    where n.nspname in ('api', 'app', 'internal', 'ops', 'public')
+        and c.relkind in ('r', 'p', 'v', 'm')
+        and has_table_privilege('anon', c.oid, 'select, insert, update, delete, truncate, references, trigger')
+    $$,
+    'anon holds no privilege on any table or view in the app schemas'
 );
 
 select * from finish();

@@ -1,7 +1,7 @@
 -- api.me(), app.effective_plan() and internal.applied_schema_version().
 begin;
 set local search_path = tests, public;
-select plan(9);
+select plan(11);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to anon, authenticated, service_role, quarry_gateway;
@@ -22,6 +22,15 @@ select throws_ok(
 select tests.act_as_anon();
 select throws_ok('select * from api.me()', '42501', null, 'anon cannot call api.me()');
 select throws_ok('select internal.applied_schema_version()', '42501', null, 'anon cannot call the schema-version probe');
+
+select tests.act_as_service_role();
+select results_eq(
+    'select app.effective_plan(id) from ids', $$values ('free'::text)$$, 'the service role reads any tenant''s plan'
+);
+select throws_ok(
+    'select internal.applied_schema_version()', '42501', null,
+    'the service role cannot call the gateway-only schema-version probe'
+);
 
 select tests.reset_actor();
 select set_config('role', 'quarry_gateway', true);
