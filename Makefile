@@ -11,7 +11,7 @@ STAMPS := .make
 PGTAP_DB := quarry_pgtap
 ADMIN_URL := postgresql://postgres@127.0.0.1:5432
 
-.PHONY: help setup postgres dev db token test lint test-sql test-py bench clean
+.PHONY: help setup postgres dev db token test lint test-sql test-py bench lock clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,10 +29,10 @@ $(STAMPS)/apt:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES))
 	@touch $@
 
-$(STAMPS)/venv: pyproject.toml
+$(STAMPS)/venv: pyproject.toml constraints.txt
 	@mkdir -p $(STAMPS)
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
 $(STAMPS)/npm: package.json package-lock.json
@@ -69,7 +69,13 @@ test-py: setup ## pytest (unit, HTTP and end-to-end against the real Postgres)
 	$(VENV)/bin/pytest
 
 bench: setup ## run every benchmark; each prints its summary as its last line
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script; done
+
+lock: ## re-pin every transitive Python dependency into constraints.txt (after editing pyproject.toml)
+	rm -rf .lockvenv && $(PYTHON_BIN) -m venv .lockvenv
+	.lockvenv/bin/pip install -q -e '.[dev]'
+	.lockvenv/bin/pip freeze --exclude-editable | sort > constraints.txt
+	rm -rf .lockvenv
 
 clean: ## remove the venv, node_modules and the dev key
 	rm -rf $(VENV) node_modules $(STAMPS) .dev

@@ -20,8 +20,8 @@ from _support import REPO_ROOT, free_port, percentile, server
 
 from gateway.dev.database import prepare_database
 from gateway.dev.keys import mint_token
+from gateway.dev.settings import DevSettings
 from gateway.dev.users import ensure_user
-from gateway.settings import Settings
 
 DATABASE = "quarry_bench_auth"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -73,12 +73,12 @@ def main() -> None:
             "QUARRY_DEV_DIR": dev_dir,
             "SUPABASE_URL": f"http://127.0.0.1:{auth_port}",
         }
-        settings = Settings.from_env(env)
+        settings = DevSettings.from_env(env)
         token = mint_token(settings, ensure_user(settings.admin_database_url, "bench@example.com"), "bench@example.com")
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{gateway_port}"
         python = str(REPO_ROOT / ".venv" / "bin" / "python")
-        jwks_ready = f"{settings.supabase_url}/auth/v1/.well-known/jwks.json"
+        jwks_ready = f"{settings.gateway.jwks_url}"
         gateway_args = [
             python, "-m", "uvicorn", "gateway.app:create_app", "--factory",
             "--port", str(gateway_port), "--no-access-log", "--log-level", "warning",
@@ -102,7 +102,7 @@ def main() -> None:
     print(f"auth + tenant transaction overhead: p50={me_p50 - healthz_p50:.3f} ms  p99={overhead_p99:.3f} ms")
     print(
         f"auth: overhead={me_p50 - healthz_p50:.3f} ms (p50) me_p50={me_p50:.3f} ms "
-        f"healthz_p50={healthz_p50:.3f} ms me_rps={me_rps:.0f} target<=2ms"
+        f"healthz_p50={healthz_p50:.3f} ms me_rps={me_rps:.0f}"
     )
 
 

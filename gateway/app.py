@@ -11,7 +11,7 @@ from gateway import openapi
 from gateway.account import endpoints as account
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jwt import JwtVerifier
-from gateway.db import create_pool
+from gateway.db import TenantDatabase, create_pool
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
 from gateway.settings import Settings
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             min_refetch_seconds=settings.jwks_min_refetch_seconds,
         )
         app.state.pool = pool
+        app.state.database = TenantDatabase(pool)
         app.state.verifier = JwtVerifier(
             jwks,
             issuer=settings.jwt_issuer,

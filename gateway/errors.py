@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -73,42 +74,54 @@ def unauthorized(detail: str) -> Problem:
     )
 
 
-# SQLSTATE → HTTP status, after PostgREST's table (docs: "Errors").
-_SQLSTATE_STATUS: dict[str, int] = {
+# SQLSTATE → HTTP status, PostgREST's table (docs.postgrest.org, "Errors"):
+# exact codes first, then two-character classes; anything else is a 400.
+_SQLSTATE_EXACT: dict[str, int] = {
     "23503": 409,  # foreign_key_violation
     "23505": 409,  # unique_violation
-    "23514": 400,  # check_violation
-    "23502": 400,  # not_null_violation
-    "22P02": 400,  # invalid_text_representation
-    "22001": 400,  # string_data_right_truncation
-    "22023": 400,  # invalid_parameter_value
-    "P0002": 404,  # no_data_found
-    "42501": 403,  # insufficient_privilege
-    "53300": 503,  # too_many_connections
-    "57014": 504,  # query_canceled (statement timeout)
+    "25006": 405,  # read_only_sql_transaction
+    "P0001": 400,  # raise_exception
+    "42883": 404,  # undefined_function
+    "42P01": 404,  # undefined_table
+    "42P17": 500,  # infinite_recursion (e.g. a recursive policy)
+    "42501": 403,  # insufficient_privilege (401 for anon, below)
 }
+_SQLSTATE_CLASS: dict[str, int] = {
+    "08": 503, "09": 500, "0L": 403, "0P": 403, "25": 500, "28": 403, "2D": 500, "38": 500, "39": 500,
+    "3B": 500, "40": 500, "53": 503, "54": 500, "55": 500, "57": 500, "58": 500, "F0": 500, "HV": 500,
+    "P0": 500, "XX": 500,
+}  # fmt: skip
+_RESERVED_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code", "message"})
 
 
-def problem_from_sql_error(error: psycopg.Error) -> Problem:
-    """Map a database error to a Problem, the way PostgREST would.
+def sql_error_status(sqlstate: str, *, anonymous: bool = False) -> int:
+    if sqlstate == "42501" and anonymous:
+        return 401
+    if sqlstate.startswith("PT") and sqlstate[2:].isdigit():
+        return int(sqlstate[2:])  # `raise sqlstate 'PT402'` chooses the status
+    return _SQLSTATE_EXACT.get(sqlstate) or _SQLSTATE_CLASS.get(sqlstate[:2]) or 400
+
+
+def problem_from_sql_error(error: psycopg.Error, *, anonymous: bool = False) -> Problem:
+    """Map a database error to a Problem with the status PostgREST would answer.
 
     `raise sqlstate 'PGRST' using message = '{"code": ..., "message": ...}',
     detail = '{"status": 402, "headers": {...}}'` is PostgREST's documented way
-    for SQL to choose the HTTP response; the gateway honours the same format.
+    for SQL to choose the whole HTTP response; the gateway honours the same
+    format.  Server-side failures (5xx) never echo the database's message.
     """
     diag = error.diag
-    sqlstate = error.sqlstate or ""
+    sqlstate = error.sqlstate or ("08000" if isinstance(error, psycopg.OperationalError) else "XX000")
     if sqlstate == "PGRST":
         return _problem_from_pgrst(diag.message_primary or "", diag.message_detail or "")
-    if sqlstate.startswith("08") or isinstance(error, psycopg.OperationalError):
+    status = sql_error_status(sqlstate, anonymous=anonymous)
+    if status == 503:
         return Problem(503, "database-unavailable", "The database is unavailable; try again shortly.")
-    status = _SQLSTATE_STATUS.get(sqlstate)
-    if status is None:
-        raise error
     if status >= 500:
-        return Problem(status, "database-busy", "The database is busy; try again shortly.")
-    detail = diag.message_primary or "The request was rejected by the database."
-    return Problem(status, f"sql-{sqlstate.lower()}", detail)
+        logger.error("database error %s (%s)", sqlstate, type(error).__name__)
+        return Problem(status, "internal-error", "The server failed to process the request.")
+    detail = diag.message_primary or HTTPStatus(status).phrase
+    return Problem(status, f"sql-{sqlstate.lower()}", detail, extensions={"code": sqlstate})
 
 
 def _problem_from_pgrst(message: str, detail: str) -> Problem:
@@ -116,6 +129,7 @@ def _problem_from_pgrst(message: str, detail: str) -> Problem:
         body = json.loads(message) if message else {}
         response = json.loads(detail) if detail else {}
         status = int(response.get("status", 400))
+        HTTPStatus(status)
         headers = {str(k): str(v) for k, v in (response.get("headers") or {}).items()}
     except (ValueError, TypeError, AttributeError):
         logger.error("malformed PGRST error raised by SQL")
@@ -126,7 +140,7 @@ def _problem_from_pgrst(message: str, detail: str) -> Problem:
         code,
         str(body.get("message") or HTTPStatus(status).phrase),
         headers=headers,
-        extensions={k: v for k, v in body.items() if k not in {"code", "message"}},
+        extensions={k: v for k, v in body.items() if k not in _RESERVED_PROBLEM_MEMBERS},
     )
 
 
@@ -149,16 +163,14 @@ async def _handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def _handle_sql_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, psycopg.Error)
-    try:
-        problem = problem_from_sql_error(exc)
-    except psycopg.Error:
-        return await _handle_unexpected(request, exc)
-    return problem_response(problem, request)
+    return problem_response(problem_from_sql_error(exc), request)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
-    # The exception text can carry request data; log its type and route only.
-    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+    # Exception messages can carry row values or request data: log where it
+    # happened (type, route, stack frames), never what the message says.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url.path, frames)
     problem = Problem(500, "internal-error", "The server failed to process the request.")
     return problem_response(problem, request)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-from gateway.paths import REPO_ROOT
 
 ENVIRONMENTS = ("development", "test", "production")
 DEV_SUPABASE_URL = "http://127.0.0.1:54321"
 DEV_DATABASE = "quarry"
+
+
+def dev_database_name(env: Mapping[str, str]) -> str:
+    return env.get("QUARRY_DB_NAME", DEV_DATABASE)
 
 
 class SettingsError(ValueError):
@@ -27,7 +28,6 @@ class SettingsError(ValueError):
 class Settings:
     environment: str
     database_url: str
-    admin_database_url: str
     supabase_url: str
     jwt_issuer: str
     jwks_url: str
@@ -36,7 +36,6 @@ class Settings:
     jwt_leeway_seconds: int
     jwks_cache_seconds: int
     jwks_min_refetch_seconds: float
-    dev_dir: Path
 
     @property
     def is_production(self) -> bool:
@@ -58,12 +57,11 @@ class Settings:
                 raise SettingsError(f"{name} must be set when QUARRY_ENV=production")
             return dev_default
 
-        database = env.get("QUARRY_DB_NAME", DEV_DATABASE)
+        database = dev_database_name(env)
         supabase_url = required("SUPABASE_URL", DEV_SUPABASE_URL).rstrip("/")
         return cls(
             environment=environment,
             database_url=required("DATABASE_URL", f"postgresql://quarry_gateway@127.0.0.1:5432/{database}"),
-            admin_database_url=required("ADMIN_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/{database}"),
             supabase_url=supabase_url,
             jwt_issuer=env.get("SUPABASE_JWT_ISSUER", f"{supabase_url}/auth/v1"),
             jwks_url=env.get("SUPABASE_JWKS_URL", f"{supabase_url}/auth/v1/.well-known/jwks.json"),
@@ -72,5 +70,4 @@ class Settings:
             jwt_leeway_seconds=int(env.get("JWT_LEEWAY_SECONDS", "10")),
             jwks_cache_seconds=int(env.get("JWKS_CACHE_SECONDS", "600")),
             jwks_min_refetch_seconds=float(env.get("JWKS_MIN_REFETCH_SECONDS", "10")),
-            dev_dir=Path(env.get("QUARRY_DEV_DIR", str(REPO_ROOT / ".dev"))),
         )

@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from gateway.auth.jwt import JwtVerifier, bearer_token
 from gateway.auth.principal import Principal
-from gateway.db import Connection, act_as
+from gateway.db import Connection, TenantDatabase
 
 
 async def authenticate(request: Request) -> Principal:
@@ -20,8 +20,8 @@ async def authenticate(request: Request) -> Principal:
 @asynccontextmanager
 async def tenant_transaction(request: Request, principal: Principal) -> AsyncIterator[Connection]:
     """act_as() for the principal of this HTTP request."""
-    async with act_as(
-        request.app.state.pool,
+    database: TenantDatabase = request.app.state.database
+    async with database.act_as(
         principal.claims,
         method=request.method,
         path=request.url.path,

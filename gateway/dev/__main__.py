@@ -22,22 +22,23 @@ import httpx
 import psycopg
 
 from gateway.dev.database import DatabaseSetupError, prepare_database
-from gateway.dev.keys import DevModeRefused, load_or_create_key, mint_token, refuse_in_production
+from gateway.dev.keys import load_or_create_key, mint_token
+from gateway.dev.settings import DevModeRefused, DevSettings
 from gateway.dev.users import ensure_user
-from gateway.settings import Settings, SettingsError
+from gateway.settings import SettingsError
 
 
 def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
 
 
-def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_db(settings: DevSettings, args: argparse.Namespace) -> int:
     url = prepare_database(settings.admin_database_url, database_name(settings.admin_database_url), fresh=args.fresh)
     print(f"database ready: {database_name(url)}", file=sys.stderr)
     return 0
 
 
-def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_token(settings: DevSettings, args: argparse.Namespace) -> int:
     try:
         user_id = ensure_user(settings.admin_database_url, args.email)
     except psycopg.OperationalError:
@@ -48,12 +49,12 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_authserver(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_authserver(settings: DevSettings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.dev.authserver import create_auth_app
 
-    parts = urlsplit(settings.supabase_url)
+    parts = urlsplit(settings.gateway.supabase_url)
     uvicorn.run(
         create_auth_app(settings),
         host=parts.hostname or "127.0.0.1",
@@ -77,7 +78,7 @@ def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: flo
     return False
 
 
-def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
     cmd_db(settings, argparse.Namespace(fresh=False))
     load_or_create_key(settings)
     python = sys.executable
@@ -118,7 +119,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"""
 Quarry is running.
   gateway      {gateway_url}   (health: {gateway_url}/readyz, API: {gateway_url}/openapi.json)
-  dev auth     {settings.supabase_url}   (JWKS of the dev signing key in {settings.dev_dir})
+  dev auth     {settings.gateway.supabase_url}   (JWKS of the dev signing key in {settings.dev_dir})
 
 Get a token and call the API from another terminal:
   TOKEN=$(make -s token USER=alice@example.com)
@@ -158,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     authserver.set_defaults(handler=cmd_authserver)
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
-        refuse_in_production(settings)
-        return int(args.handler(settings, args))
+        return int(args.handler(DevSettings.from_env(), args))
     except (DevModeRefused, SettingsError, DatabaseSetupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,12 +8,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.dev.keys import load_or_create_key, public_jwk
-from gateway.settings import Settings
+from gateway.dev.settings import DevSettings
 
 
-def create_auth_app(settings: Settings | None = None) -> Starlette:
-    settings = settings or Settings.from_env()
-    jwks = {"keys": [public_jwk(load_or_create_key(settings))]}  # refuses in production
+def create_auth_app(settings: DevSettings | None = None) -> Starlette:
+    settings = settings or DevSettings.from_env()  # refuses in production
+    jwks = {"keys": [public_jwk(load_or_create_key(settings))]}
 
     async def serve_jwks(request: Request) -> JSONResponse:
         return JSONResponse(jwks, headers={"Cache-Control": "public, max-age=600"})

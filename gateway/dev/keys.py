@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -20,22 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from gateway.settings import Settings
+from gateway.dev.settings import DevModeRefused, DevSettings
 
 KEY_FILE = "jwt-es256-private.pem"
 
 
-class DevModeRefused(RuntimeError):
-    pass
-
-
-def refuse_in_production(settings: Settings) -> None:
-    if settings.is_production:
-        raise DevModeRefused("dev signing is disabled when QUARRY_ENV=production")
-
-
-def load_or_create_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
-    refuse_in_production(settings)
+def load_or_create_key(settings: DevSettings) -> ec.EllipticCurvePrivateKey:
     path = settings.dev_dir / KEY_FILE
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -44,10 +34,12 @@ def load_or_create_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
         return key
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pem)
-    tmp.chmod(0o600)
+    settings.dev_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    # Created 0600 from the start: the key is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
     tmp.replace(path)
     return key
 
@@ -61,10 +53,10 @@ def public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
     return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
 
 
-def supabase_claims(settings: Settings, user_id: uuid.UUID, email: str, ttl_seconds: int) -> dict[str, Any]:
+def supabase_claims(settings: DevSettings, user_id: uuid.UUID, email: str, ttl_seconds: int) -> dict[str, Any]:
     now = int(time.time())
     return {
-        "iss": settings.jwt_issuer,
+        "iss": settings.gateway.jwt_issuer,
         "aud": "authenticated",
         "sub": str(user_id),
         "exp": now + ttl_seconds,
@@ -81,13 +73,9 @@ def supabase_claims(settings: Settings, user_id: uuid.UUID, email: str, ttl_seco
     }
 
 
-def mint_token(settings: Settings, user_id: uuid.UUID, email: str, *, ttl_seconds: int = 3600) -> str:
+def mint_token(settings: DevSettings, user_id: uuid.UUID, email: str, *, ttl_seconds: int = 3600) -> str:
     key = load_or_create_key(settings)
     kid = public_jwk(key)["kid"]
     return jwt.encode(
         supabase_claims(settings, user_id, email, ttl_seconds), key, algorithm="ES256", headers={"kid": kid}
     )
-
-
-def key_path(settings: Settings) -> Path:
-    return settings.dev_dir / KEY_FILE

@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.errors import Problem
-from gateway.paths import latest_migration_version
+from gateway.schema import SCHEMA_VERSION
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -34,15 +34,18 @@ async def readyz(request: Request) -> JSONResponse:
           application/problem+json:
             schema: {$ref: '#/components/schemas/Problem'}
     """
-    expected = latest_migration_version()
+    expected = SCHEMA_VERSION
     try:
         async with request.app.state.pool.connection(timeout=2.0) as conn:
             cursor = await conn.execute("select internal.applied_schema_version() as version")
             row = await cursor.fetchone()
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        applied = None
     except (psycopg.Error, PoolTimeout):
         raise Problem(503, "not-ready", "The database is unreachable.") from None
-    applied = row["version"] if row else None
-    if expected is not None and (applied is None or applied < expected):
+    else:
+        applied = row["version"] if row else None
+    if applied is None or applied < expected:
         raise Problem(
             503,
             "not-ready",

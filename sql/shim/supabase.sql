@@ -24,6 +24,18 @@ begin
 end
 $roles$;
 
+-- Supabase's per-role settings, which PostgREST (and gateway.db.act_as)
+-- apply to every request made as that role.
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+
+-- Supabase's generous defaults in public: everything postgres creates there
+-- is granted to the API roles.  The first migration must revoke these.
+grant usage on schema public to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public grant all on tables to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public grant all on sequences to anon, authenticated, service_role;
+alter default privileges for role postgres in schema public grant all on functions to anon, authenticated, service_role;
+
 create schema if not exists auth;
 create schema if not exists extensions;
 grant usage on schema auth to anon, authenticated, service_role;

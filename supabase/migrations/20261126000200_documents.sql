@@ -31,8 +31,12 @@ comment on table app.documents is 'One uploaded or Drive-synced file of a tenant
 -- grants
 
 grant usage on type app.document_status, app.document_source to authenticated, service_role;
-grant select, insert, delete on app.documents to authenticated;
-grant update (title, mime_type, size_bytes, status, error_reason, updated_at) on app.documents to authenticated;
+-- Column grants: created_at, updated_at and the lifecycle (status, error_reason)
+-- are never supplied by an insert; tenant_id stays insertable so that RLS,
+-- not a missing grant, is what stops a forged tenant.
+grant select, delete on app.documents to authenticated;
+grant insert (tenant_id, id, title, source, mime_type, size_bytes) on app.documents to authenticated;
+grant update (title, mime_type, size_bytes, status, error_reason) on app.documents to authenticated;
 grant select, insert, update, delete on app.documents to service_role;
 
 -- RLS

@@ -2,7 +2,7 @@
 -- or function added later without RLS, a policy or a safe search_path fails.
 begin;
 set local search_path = tests, public;
-select plan(8);
+select plan(11);
 
 select is_empty(
     $$
@@ -81,6 +81,37 @@ select is_empty(
         and has_table_privilege('anon', c.oid, 'select, insert, update, delete, truncate, references, trigger')
     $$,
     'anon holds no privilege on any table or view in the app schemas'
+);
+
+-- Locked down first: what the migration runner creates from now on, in any
+-- schema (public included, where Supabase grants everything by default), is
+-- granted to nobody until a migration says so.
+create table public.canary_table (id int);
+create function public.canary_function() returns int language sql as 'select 1';
+create table app.canary_table (id int);
+select is_empty(
+    $$
+    select grantee.rolname || ' on ' || c.relname
+    from pg_class as c
+    cross join (values ('anon'), ('authenticated'), ('service_role')) as grantee (rolname)
+    where c.oid in ('public.canary_table'::regclass, 'app.canary_table'::regclass)
+        and has_table_privilege(grantee.rolname, c.oid, 'select, insert, update, delete, truncate, references')
+    $$,
+    'a table created now, in public or app, is granted to no API role'
+);
+select ok(
+    not has_function_privilege('anon', 'public.canary_function()', 'execute')
+    and not has_function_privilege('authenticated', 'public.canary_function()', 'execute'),
+    'a function created now is executable by no API role'
+);
+select is_empty(
+    $$
+    select d.defaclrole::regrole::text || ' ' || d.defaclobjtype::text || ' ' || acl::text
+    from pg_default_acl as d cross join lateral unnest(d.defaclacl) as acl
+    where d.defaclrole = 'postgres'::regrole
+        and (acl::text like 'anon=%' or acl::text like 'authenticated=%' or acl::text like '=%')
+    $$,
+    'postgres has no default privileges left for anon, authenticated or PUBLIC'
 );
 
 select * from finish();

@@ -2,7 +2,7 @@
 -- for anon, tenant A, tenant B and the service role.
 begin;
 set local search_path = tests, public;
-select plan(21);
+select plan(22);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to anon, authenticated, service_role;
@@ -73,6 +73,10 @@ select is_empty(
 select isnt_empty(
     $$delete from api.documents where title = 'doc-a-3b' returning id$$,
     'A can delete its own row through api.documents'
+);
+select throws_ok(
+    $$insert into app.documents (title, status) values ('born ready', 'ready')$$,
+    '42501', null, 'an insert cannot choose its own lifecycle status'
 );
 select throws_ok(
     $$insert into api.documents (title) values ('through the view')$$,

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from gateway.db import Connection, act_as, create_pool, request_context
+from gateway.db import Connection, TenantDatabase, create_pool, request_settings
 from tests.py.conftest import DatabaseUrls, Users
 
 pytestmark = pytest.mark.anyio
@@ -23,6 +23,9 @@ select current_user as role,
        current_setting('request.method', true) as method,
        current_setting('request.path', true) as path,
        current_setting('request.headers', true) as headers,
+       current_setting('search_path') as search_path,
+       current_setting('statement_timeout') as statement_timeout,
+       current_setting('transaction_read_only') as read_only,
        auth.uid() as uid,
        auth.role() as auth_role
 """
@@ -34,11 +37,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def pool(database: DatabaseUrls) -> AsyncIterator[Any]:
+async def db(database: DatabaseUrls) -> AsyncIterator[TenantDatabase]:
     # One connection, so the leak test is sure to get back the connection act_as used.
     pool = create_pool(database.gateway_url, min_size=1, max_size=1)
     await pool.open(wait=True)
-    yield pool
+    yield TenantDatabase(pool)
     await pool.close()
 
 
@@ -48,25 +51,28 @@ async def read_settings(conn: Connection) -> dict[str, Any]:
     return dict(row)
 
 
-async def test_sets_what_postgrest_sets(pool: Any, users: Users) -> None:
+async def test_sets_what_postgrest_sets(db: TenantDatabase, users: Users) -> None:
     claims = {"sub": str(users.alice), "aud": "authenticated", "email": "alice@example.com"}
     headers = {"User-Agent": "pytest", "Authorization": "Bearer secret", "Cookie": "sb=1", "apikey": "k"}
-    async with act_as(pool, claims, method="get", path="/api/me", headers=headers) as conn:
+    async with db.act_as(claims, method="get", path="/api/me", headers=headers) as conn:
         settings = await read_settings(conn)
     assert settings["role"] == "authenticated"
     assert json.loads(settings["claims"]) == {**claims, "role": "authenticated"}
     assert settings["method"] == "GET"
     assert settings["path"] == "/api/me"
+    assert settings["search_path"] == "api, extensions"
+    assert settings["statement_timeout"] == "8s"  # Supabase's setting for authenticated
+    assert settings["read_only"] == "on"  # GET, like PostgREST
     assert settings["uid"] == users.alice
     assert settings["auth_role"] == "authenticated"
     # Credentials never reach SQL; ordinary headers do, lower-cased like PostgREST's.
     assert json.loads(settings["headers"]) == {"user-agent": "pytest"}
 
 
-async def test_matches_the_pgtap_helper(pool: Any, database: DatabaseUrls, users: Users) -> None:
+async def test_matches_the_pgtap_helper(db: TenantDatabase, database: DatabaseUrls, users: Users) -> None:
     """tests.act_as (SQL) and gateway.db.act_as (Python) leave identical settings."""
     claims = {"sub": str(users.alice), "aud": "authenticated", "email": "alice@example.com"}
-    async with act_as(pool, claims, method="POST", path="/x", headers={"x-a": "1"}) as conn:
+    async with db.act_as(claims, method="POST", path="/x", headers={"x-a": "1"}) as conn:
         from_python = await read_settings(conn)
     with psycopg.connect(database.admin_url, row_factory=dict_row) as admin, admin.transaction():
         admin.execute(
@@ -74,6 +80,8 @@ async def test_matches_the_pgtap_helper(pool: Any, database: DatabaseUrls, users
         )
         from_sql = admin.execute(SETTINGS_QUERY).fetchone()
     assert from_sql is not None
+    # The pgTAP twin keeps its own schema on the path so that pgTAP stays callable.
+    from_sql["search_path"] = from_sql["search_path"].removesuffix(", tests")
     assert {**from_sql, "claims": json.loads(from_sql["claims"]), "headers": json.loads(from_sql["headers"])} == {
         **from_python,
         "claims": json.loads(from_python["claims"]),
@@ -82,14 +90,14 @@ async def test_matches_the_pgtap_helper(pool: Any, database: DatabaseUrls, users
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
-async def test_nothing_leaks_to_the_next_user_of_the_connection(pool: Any, users: Users, outcome: str) -> None:
+async def test_nothing_leaks_to_the_next_user_of_the_connection(db: TenantDatabase, users: Users, outcome: str) -> None:
     expectation = pytest.raises(RuntimeError) if outcome == "rollback" else nullcontext()
     with expectation:
-        async with act_as(pool, {"sub": str(users.alice)}) as conn:
+        async with db.act_as({"sub": str(users.alice)}) as conn:
             await conn.execute("select 1")
             if outcome == "rollback":
                 raise RuntimeError("boom")
-    async with pool.connection() as conn:
+    async with db.pool.connection() as conn:
         row = await (
             await conn.execute("select current_user as role, current_setting('request.jwt.claims', true) as claims")
         ).fetchone()
@@ -98,19 +106,19 @@ async def test_nothing_leaks_to_the_next_user_of_the_connection(pool: Any, users
     assert not row["claims"]
 
 
-async def test_rls_applies_inside(pool: Any, database: DatabaseUrls, users: Users) -> None:
+async def test_rls_applies_inside(db: TenantDatabase, database: DatabaseUrls, users: Users) -> None:
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
         for owner in (users.alice, users.bob):
             conn.execute("insert into app.documents (tenant_id, title) values (%s, 'db-helper-test')", (owner,))
-    async with act_as(pool, {"sub": str(users.alice)}) as conn:
+    async with db.act_as({"sub": str(users.alice)}) as conn:
         rows = await (
             await conn.execute("select tenant_id from app.documents where title = 'db-helper-test'")
         ).fetchall()
     assert [row["tenant_id"] for row in rows] == [users.alice]
 
 
-async def test_without_act_as_the_gateway_role_reads_nothing(pool: Any) -> None:
-    async with pool.connection() as conn:
+async def test_without_act_as_the_gateway_role_reads_nothing(db: TenantDatabase) -> None:
+    async with db.pool.connection() as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             await conn.execute("select * from app.documents")
 
@@ -118,9 +126,24 @@ async def test_without_act_as_the_gateway_role_reads_nothing(pool: Any) -> None:
 def test_refuses_roles_that_bypass_rls() -> None:
     for role in ("service_role", "postgres", "quarry_gateway"):
         with pytest.raises(ValueError, match="role must be one of"):
-            request_context({"sub": str(uuid.uuid4())}, role=role, method="GET", path="/", headers=None)
+            request_settings({"sub": str(uuid.uuid4())}, role=role, method="GET", path="/", headers=None)
 
 
 def test_refuses_claims_that_disagree_with_the_role() -> None:
     with pytest.raises(ValueError, match="claims carry role"):
-        request_context({"role": "service_role"}, role="authenticated", method="GET", path="/", headers=None)
+        request_settings({"role": "service_role"}, role="authenticated", method="GET", path="/", headers=None)
+
+
+async def test_get_is_read_only_and_post_is_not(db: TenantDatabase, users: Users) -> None:
+    async with db.act_as({"sub": str(users.alice)}, method="GET") as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await conn.execute("insert into app.documents (title) values ('from a GET')")
+    async with db.act_as({"sub": str(users.alice)}, method="POST") as conn:
+        await conn.execute("insert into app.documents (title) values ('from a POST')")
+        await conn.execute("delete from app.documents where title = 'from a POST'")
+
+
+async def test_each_role_gets_its_own_settings(db: TenantDatabase) -> None:
+    async with db.act_as({}, role="anon") as conn:
+        row = await (await conn.execute("select current_setting('statement_timeout') as timeout")).fetchone()
+    assert row == {"timeout": "3s"}  # Supabase's setting for anon

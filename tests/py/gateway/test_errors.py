@@ -37,19 +37,43 @@ def test_pgrst_errors_choose_status_headers_and_body(database: DatabaseUrls) -> 
     ("statement", "status"),
     [
         ("select 'x'::uuid", 400),
-        ("do $$ begin raise sqlstate 'P0002'; end $$", 404),
+        ("select 1/0", 400),
+        ("do $$ begin raise exception 'nope'; end $$", 400),
+        ("do $$ begin raise sqlstate 'P0002'; end $$", 500),
         ("do $$ begin raise sqlstate '42501'; end $$", 403),
         ("do $$ begin raise sqlstate '23505'; end $$", 409),
+        ("select * from no_such_table", 404),
+        ("select no_such_function()", 404),
+        ("do $$ begin raise sqlstate 'PT402'; end $$", 402),
+        ("do $$ begin raise sqlstate 'PT429'; end $$", 429),
+        ("do $$ begin raise sqlstate '40001'; end $$", 500),
+        ("do $$ begin raise sqlstate '53300'; end $$", 503),
     ],
 )
-def test_standard_sqlstates(database: DatabaseUrls, statement: str, status: int) -> None:
+def test_sqlstates_map_like_postgrest(database: DatabaseUrls, statement: str, status: int) -> None:
     assert problem_from_sql_error(sql_error(database, statement)).status == status
 
 
-def test_unmapped_errors_propagate(database: DatabaseUrls) -> None:
-    error = sql_error(database, "select 1/0")
-    with pytest.raises(psycopg.errors.DivisionByZero):
-        problem_from_sql_error(error)
+def test_insufficient_privilege_is_401_for_anon(database: DatabaseUrls) -> None:
+    error = sql_error(database, "do $$ begin raise sqlstate '42501'; end $$")
+    assert problem_from_sql_error(error, anonymous=True).status == 401
+
+
+def test_server_errors_do_not_echo_the_database(database: DatabaseUrls) -> None:
+    error = sql_error(database, "do $$ begin raise sqlstate '40001' using message = 'row 42 of tenant x'; end $$")
+    assert "tenant" not in problem_from_sql_error(error).detail
+
+
+def test_pgrst_extensions_cannot_override_problem_members(database: DatabaseUrls) -> None:
+    error = sql_error(
+        database,
+        """do $$ begin raise sqlstate 'PGRST' using
+             message = '{"code": "c", "message": "m", "status": 200, "type": "x", "detail": "d"}',
+             detail = '{"status": 409}'; end $$""",
+    )
+    body = problem_from_sql_error(error).body()
+    assert (body["status"], body["detail"]) == (409, "m")
+    assert body["type"].endswith("/c")
 
 
 def test_malformed_pgrst_errors_are_500s_not_crashes(database: DatabaseUrls) -> None:

@@ -14,17 +14,22 @@ def test_dev_defaults_are_the_embedded_setup() -> None:
     assert settings.jwt_secret is None
 
 
-@pytest.mark.parametrize("missing", ["SUPABASE_URL", "DATABASE_URL", "ADMIN_DATABASE_URL"])
+@pytest.mark.parametrize("missing", ["SUPABASE_URL", "DATABASE_URL"])
 def test_production_has_no_dev_fallbacks(missing: str) -> None:
     env = {
         "QUARRY_ENV": "production",
         "SUPABASE_URL": "https://ref.supabase.co",
         "DATABASE_URL": "postgresql://quarry_gateway@db/postgres",
-        "ADMIN_DATABASE_URL": "postgresql://postgres@db/postgres",
     }
     del env[missing]
     with pytest.raises(SettingsError, match=missing):
         Settings.from_env(env)
+
+
+def test_the_gateway_never_reads_the_admin_url() -> None:
+    settings = Settings.from_env({"ADMIN_DATABASE_URL": "postgresql://postgres:secret@db/postgres"})
+    assert "postgres:secret" not in repr(settings)
+    assert not hasattr(settings, "admin_database_url")
 
 
 def test_unknown_environment_is_refused() -> None:

@@ -15,6 +15,29 @@ as $$
     returning id
 $$;
 
+-- `alter role … set …` values of the role, as PostgREST applies them.
+create or replace function tests.apply_role_settings(role_name text)
+returns void
+language plpgsql
+as $$
+declare
+    setting text;
+begin
+    for setting in
+        select s.setting
+        from pg_catalog.pg_db_role_setting as d
+        inner join pg_catalog.pg_roles as r on d.setrole = r.oid
+        cross join lateral unnest(d.setconfig) as s (setting)
+        where
+            r.rolname = role_name
+            and d.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))
+        order by d.setdatabase
+    loop
+        perform set_config(split_part(setting, '=', 1), substr(setting, strpos(setting, '=') + 1), true);
+    end loop;
+end
+$$;
+
 create or replace function tests.act_as(
     user_id uuid,
     claims jsonb default null,
@@ -37,11 +60,14 @@ begin
             'email', (select u.email from auth.users as u where u.id = user_id)
         )
     ) || '{"role": "authenticated"}';
+    perform tests.apply_role_settings('authenticated');
     perform set_config('role', 'authenticated', true);
     perform set_config('request.jwt.claims', effective_claims::text, true);
     perform set_config('request.method', upper(method), true);
     perform set_config('request.path', path, true);
     perform set_config('request.headers', headers::text, true);
+    -- PostgREST's search_path, plus this schema so pgTAP stays callable.
+    perform set_config('search_path', 'api, extensions, tests', true);
 end
 $$;
 
@@ -50,6 +76,8 @@ returns void
 language plpgsql
 as $$
 begin
+    reset role;
+    perform tests.apply_role_settings('anon');
     perform set_config('role', 'anon', true);
     perform set_config('request.jwt.claims', '{"role": "anon"}', true);
 end
@@ -73,6 +101,8 @@ as $$
 begin
     reset role;
     perform set_config('request.jwt.claims', '', true);
+    perform set_config('search_path', 'tests, public', true);
+    perform set_config('statement_timeout', '0', true);
 end
 $$;
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -15,12 +15,12 @@ from tests.py.conftest import GatewayFactory, Users
 from tests.py.support.tokens import JwksServer, KeySet, TokenFactory
 
 
-def me(client: TestClient, token: str) -> httpx.Response:
-    response: httpx.Response = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+def me(client: TestClient, token: str) -> httpx2.Response:
+    response: httpx2.Response = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     return response
 
 
-def assert_unauthorized(response: httpx.Response) -> dict[str, Any]:
+def assert_unauthorized(response: httpx2.Response) -> dict[str, Any]:
     assert response.status_code == 401, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"].startswith("Bearer")

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
 from gateway.health import endpoints
 from gateway.paths import latest_migration_version
-from tests.py.conftest import GatewayFactory
+from gateway.schema import SCHEMA_VERSION
+from tests.py.conftest import ADMIN_SERVER_URL, GatewayFactory
 
 
 def test_healthz(gateway: TestClient) -> None:
@@ -30,10 +32,24 @@ def test_readyz_is_503_when_the_database_is_unreachable(make_gateway: GatewayFac
 
 
 def test_readyz_is_503_when_migrations_are_missing(gateway: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(endpoints, "latest_migration_version", lambda: "99991231235959")
+    monkeypatch.setattr(endpoints, "SCHEMA_VERSION", "99991231235959")
     response = gateway.get("/readyz")
     assert response.status_code == 503
     assert "needs 99991231235959" in response.json()["detail"]
+
+
+def test_schema_version_matches_the_newest_migration() -> None:
+    assert latest_migration_version() == SCHEMA_VERSION, "bump gateway/schema.py with each new migration"
+
+
+def test_readyz_is_503_on_a_database_without_migrations(make_gateway: GatewayFactory) -> None:
+    with psycopg.connect(ADMIN_SERVER_URL, autocommit=True) as conn:
+        conn.execute("drop database if exists quarry_pytest_empty with (force)")
+        conn.execute("create database quarry_pytest_empty")
+    gateway = make_gateway(DATABASE_URL="postgresql://quarry_gateway@127.0.0.1:5432/quarry_pytest_empty")
+    response = gateway.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("The database schema is at nothing")
 
 
 def test_unknown_routes_and_methods_are_problems(gateway: TestClient) -> None:
