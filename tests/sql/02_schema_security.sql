@@ -8,22 +8,22 @@ select is_empty(
     $$
     select n.nspname || '.' || c.relname
     from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
-    where n.nspname in ('api', 'app', 'internal', 'ops', 'public')
+    where n.nspname in ('api', 'app', 'internal', 'ops', 'public', 'procrastinate')
         and c.relkind in ('r', 'p')
         and not (c.relrowsecurity and c.relforcerowsecurity)
     $$,
-    'every table in the app schemas has RLS enabled and forced'
+    'every table in the app schemas and the queue has RLS enabled and forced'
 );
 
 select is_empty(
     $$
     select n.nspname || '.' || c.relname
     from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
-    where n.nspname in ('api', 'app', 'internal', 'ops', 'public')
+    where n.nspname in ('api', 'app', 'internal', 'ops', 'public', 'procrastinate')
         and c.relkind in ('r', 'p')
         and not exists (select from pg_policy as p where p.polrelid = c.oid)
     $$,
-    'every table in the app schemas has at least one policy'
+    'every table in the app schemas and the queue has at least one policy'
 );
 
 select isnt_empty(
@@ -76,11 +76,11 @@ select is_empty(
     $$
     select n.nspname || '.' || c.relname
     from pg_class as c inner join pg_namespace as n on c.relnamespace = n.oid
-    where n.nspname in ('api', 'app', 'internal', 'ops', 'public')
+    where n.nspname in ('api', 'app', 'internal', 'ops', 'public', 'procrastinate')
         and c.relkind in ('r', 'p', 'v', 'm')
         and has_table_privilege('anon', c.oid, 'select, insert, update, delete, truncate, references, trigger')
     $$,
-    'anon holds no privilege on any table or view in the app schemas'
+    'anon holds no privilege on any table or view in the app schemas or the queue'
 );
 
 -- Locked down first: what the migration runner creates from now on, in any

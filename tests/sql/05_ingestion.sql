@@ -1,0 +1,173 @@
+-- Chunks, document texts, the outbox, the ingest trigger and the relay
+-- functions: allowed and denied for anon, tenants A and B, the service role,
+-- the gateway and the worker.
+begin;
+set local search_path = tests, public;
+select plan(35);
+
+create temporary table ids (name text primary key, id uuid) on commit drop;
+grant select on ids to public;
+insert into ids values ('a', tests.create_user('a@example.com')), ('b', tests.create_user('b@example.com'));
+insert into ids values ('doc_a', gen_random_uuid()), ('doc_b', gen_random_uuid());
+
+-- The ingest job is deferred in the same transaction as the document row.
+insert into app.documents (tenant_id, id, title, mime_type, blob_key)
+select (select id from ids where name = 'a'), id, 'a.txt', 'text/plain', 'documents/x' from ids where name = 'doc_a';
+insert into app.documents (tenant_id, id, title, mime_type, blob_key)
+select (select id from ids where name = 'b'), id, 'b.txt', 'text/plain', 'documents/y' from ids where name = 'doc_b';
+
+select results_eq(
+    $$
+    select queue_name::text, task_name::text, status::text, args ->> 'tenant_id', lock, queueing_lock
+    from procrastinate.procrastinate_jobs where args ->> 'document_id' = (select id::text from ids where name = 'doc_a')
+    $$,
+    $$
+    select 'ingest', 'ingest_document', 'todo', (select id::text from ids where name = 'a'),
+        'document:' || id::text, 'ingest:' || id::text
+    from ids where name = 'doc_a'
+    $$,
+    'inserting a document defers exactly one ingest job for it'
+);
+select throws_ok(
+    $$select procrastinate.procrastinate_defer_jobs_v1(array[
+        row('ingest', 'ingest_document', 0, null, 'ingest:' || (select id::text from ids where name = 'doc_a'),
+            '{}', null)::procrastinate.procrastinate_job_to_defer_v1])$$,
+    '23505', null, 'a second queued job for the same document is refused (queueing lock)'
+);
+
+-- the worker, acting as tenant A, writes chunks and the text
+select tests.act_as((select id from ids where name = 'a'));
+select lives_ok(
+    $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
+                              sparse_indices, sparse_values)
+      select gen_random_uuid(), id, n, 'chunk ' || n, 2, 'm', array[0.1, 0.2]::real[], array[1, 2], array[0.5, 0.5]::real[]
+      from ids cross join generate_series(0, 2) as n where name = 'doc_a'$$,
+    'A can write chunks of its own document'
+);
+select lives_ok(
+    $$insert into app.document_texts (document_id, text) select id, 'the text' from ids where name = 'doc_a'$$,
+    'A can write the text of its own document'
+);
+select throws_ok(
+    $$insert into app.chunks (tenant_id, id, document_id, ordinal, text, token_count, embedding_model, dense,
+                              sparse_indices, sparse_values)
+      select (select id from ids where name = 'b'), gen_random_uuid(), id, 9, 'x', 1, 'm', array[0.1]::real[],
+             array[]::integer[], array[]::real[]
+      from ids where name = 'doc_b'$$,
+    '42501', null, 'A cannot write chunks into B''s tenant'
+);
+select throws_ok(
+    $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
+                              sparse_indices, sparse_values)
+      select gen_random_uuid(), id, 9, 'x', 1, 'm', array[0.1]::real[], array[]::integer[], array[]::real[]
+      from ids where name = 'doc_b'$$,
+    '23503', null, 'A cannot attach chunks to B''s document (the foreign key includes the tenant)'
+);
+select throws_ok(
+    $$update app.chunks set text = 'changed'$$, '42501', null, 'chunks are immutable for tenants'
+);
+select lives_ok(
+    $$update app.documents set status = 'processing' where id = (select id from ids where name = 'doc_a')$$,
+    'A (the worker acting for A) moves its document to processing'
+);
+select is_empty('select * from app.outbox', 'no outbox entry before the chunks are complete');
+select lives_ok(
+    $$update app.documents set status = 'indexing', chunk_count = 3 where id = (select id from ids where name = 'doc_a')$$,
+    'A marks its document indexing'
+);
+select results_eq(
+    'select kind, document_id from app.outbox',
+    $$select 'indexed', id from ids where name = 'doc_a'$$,
+    'indexing records one outbox change, visible to its tenant'
+);
+select throws_ok(
+    $$insert into app.outbox (tenant_id, document_id, kind) values (auth.uid(), gen_random_uuid(), 'deleted')$$,
+    '42501', null, 'tenants cannot write the outbox'
+);
+select throws_ok(
+    $$delete from app.outbox$$, '42501', null, 'tenants cannot delete outbox entries'
+);
+select throws_ok(
+    'select * from internal.outbox_claim(10, 60)', '42501', null, 'tenants cannot claim outbox entries'
+);
+select throws_ok(
+    'select * from procrastinate.procrastinate_jobs', '42501', null, 'tenants cannot read the job queue'
+);
+select results_eq('select count(*) from app.chunks', 'values (3::bigint)', 'A sees its 3 chunks');
+
+-- tenant B
+select tests.act_as((select id from ids where name = 'b'));
+select is_empty('select * from app.chunks', 'B sees none of A''s chunks');
+select is_empty('select * from app.document_texts', 'B sees none of A''s text');
+select is_empty('select * from app.outbox', 'B sees none of A''s outbox entries');
+select is_empty(
+    $$delete from app.chunks where true returning id$$, 'B cannot delete A''s chunks'
+);
+
+-- anon
+select tests.act_as_anon();
+select throws_ok('select * from app.chunks', '42501', null, 'anon cannot read chunks');
+select throws_ok('select * from app.document_texts', '42501', null, 'anon cannot read texts');
+select throws_ok('select * from app.outbox', '42501', null, 'anon cannot read the outbox');
+
+-- the relay (gateway role): claim, complete
+select tests.reset_actor();
+select set_config('role', 'quarry_gateway', true);
+select results_eq(
+    'select document_id, attempts from internal.outbox_claim(10, 60)',
+    $$select id, 1 from ids where name = 'doc_a'$$,
+    'the gateway claims the pending change, one entry per document'
+);
+select is_empty(
+    'select * from internal.outbox_claim(10, 60)', 'a leased change is not handed out twice'
+);
+select lives_ok(
+    $$select internal.outbox_retry_later((select id from ids where name = 'a'), (select id from ids where name = 'doc_a'),
+        'index down', 30)$$,
+    'a failed apply is recorded'
+);
+select tests.reset_actor();
+select results_eq(
+    'select pending, failing from ops.outbox_status', 'values (1::bigint, 1::bigint)',
+    'ops.outbox_status shows the pending change and its failure'
+);
+select results_eq(
+    'select last_error from ops.outbox_failures', $$values ('index down')$$, 'ops.outbox_failures shows why'
+);
+update app.outbox set available_at = now();
+select set_config('role', 'quarry_worker', true);
+select lives_ok(
+    $$select internal.outbox_complete(o.tenant_id, o.document_id, o.up_to_id) from internal.outbox_claim(10, 60) as o$$,
+    'the worker (server mode) claims and completes it'
+);
+select throws_ok(
+    'select * from app.documents', '42501', null, 'the worker role itself reads no tenant table'
+);
+select tests.reset_actor();
+select results_eq(
+    $$select status::text, ready_at is not null from app.documents where id = (select id from ids where name = 'doc_a')$$,
+    $$values ('ready', true)$$,
+    'completing the change makes the indexing document ready'
+);
+select is_empty('select * from app.outbox', 'completed changes leave the outbox');
+
+-- deleting a document (any path) cascades its rows and records the cleanup
+select tests.act_as((select id from ids where name = 'a'));
+delete from api.documents where id = (select id from ids where name = 'doc_a');
+select tests.reset_actor();
+select results_eq(
+    $$select (select count(*) from app.chunks), (select count(*) from app.document_texts),
+             (select kind from app.outbox where document_id = (select id from ids where name = 'doc_a'))$$,
+    $$values (0::bigint, 0::bigint, 'deleted')$$,
+    'deleting through api.documents removes chunks and text and records a delete change'
+);
+
+-- the service role
+select tests.act_as_service_role();
+select results_eq('select count(*) from app.documents', 'values (1::bigint)', 'the service role sees every tenant');
+select throws_ok(
+    'select * from internal.outbox_claim(1, 1)', '42501', null, 'the service role cannot run the relay'
+);
+
+select * from finish();
+rollback;
