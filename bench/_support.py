@@ -29,14 +29,14 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str], ready_url: str, timeout: float = 60.0) -> Iterator[None]:
-    """Run a server subprocess until the block ends; wait for ready_url to answer 200."""
+def server(args: list[str], env: dict[str, str], ready_url: str | None, timeout: float = 60.0) -> Iterator[None]:
+    """Run a server subprocess until the block ends; wait for ready_url (if any) to answer 200."""
     process = subprocess.Popen(
         args, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, start_new_session=True
     )
     try:
         deadline = time.monotonic() + timeout
-        while True:
+        while ready_url is not None:
             if process.poll() is not None:
                 raise RuntimeError(f"{args} exited with {process.returncode}")
             try:

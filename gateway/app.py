@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,8 +13,11 @@ from gateway.account import endpoints as account
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jwt import JwtVerifier
 from gateway.db import TenantDatabase, create_pool
+from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
+from gateway.outbox import OutboxRelay
+from gateway.services import IndexHandle, open_blob_store
 from gateway.settings import Settings
 
 
@@ -32,6 +36,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.pool = pool
         app.state.database = TenantDatabase(pool)
+        app.state.blobs = open_blob_store(settings)
+        app.state.index = IndexHandle(settings)
+        relay_task = None
+        if settings.relay_in_gateway:
+            relay = OutboxRelay(
+                pool,
+                app.state.database,
+                app.state.index,
+                app.state.blobs,
+                max_backoff_seconds=settings.outbox_max_backoff_seconds,
+            )
+            app.state.relay = relay
+            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         app.state.verifier = JwtVerifier(
             jwks,
             issuer=settings.jwt_issuer,
@@ -42,10 +59,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            if relay_task is not None:
+                relay_task.cancel()
+                await asyncio.gather(relay_task, return_exceptions=True)
+            await asyncio.to_thread(app.state.index.close)
             await jwks.aclose()
             await pool.close()
 
-    app = Starlette(routes=[*health.routes, *account.routes, *openapi.routes], lifespan=lifespan)
+    app = Starlette(routes=[*health.routes, *account.routes, *documents.routes, *openapi.routes], lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
     return app

@@ -35,6 +35,23 @@ BASE_SCHEMA: dict[str, Any] = {
                     "instance": {"type": "string"},
                 },
             },
+            "Document": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "title": {"type": "string"},
+                    "source": {"type": "string", "enum": ["upload", "drive"]},
+                    "mime_type": {"type": ["string", "null"]},
+                    "size_bytes": {"type": "integer"},
+                    "status": {"type": "string", "enum": ["queued", "processing", "indexing", "ready", "failed"]},
+                    "error_reason": {"type": ["string", "null"]},
+                    "page_count": {"type": ["integer", "null"]},
+                    "chunk_count": {"type": ["integer", "null"]},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                    "ready_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
             "Me": {
                 "type": "object",
                 "required": ["tenant_id", "email", "plan"],

@@ -10,8 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.paths import REPO_ROOT
 
 ENVIRONMENTS = ("development", "test", "production")
+BLOB_BACKENDS = ("local", "s3")
+INDEX_BACKENDS = ("edge", "server")
 DEV_SUPABASE_URL = "http://127.0.0.1:54321"
 DEV_DATABASE = "quarry"
 
@@ -36,10 +41,36 @@ class Settings:
     jwt_leeway_seconds: int
     jwks_cache_seconds: int
     jwks_min_refetch_seconds: float
+    worker_database_url: str | None
+    data_dir: Path
+    blob_backend: str
+    s3_bucket: str | None
+    s3_endpoint_url: str | None
+    index_backend: str
+    qdrant_url: str | None
+    qdrant_api_key: str | None
+    upload_max_bytes: int
+    embedding_model_dir: Path | None
+    worker_concurrency: int
+    outbox_max_backoff_seconds: int
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def relay_in_gateway(self) -> bool:
+        """Qdrant Edge is in-process and single-owner: the gateway (which searches) owns it
+        and applies the outbox.  With a Qdrant server the worker applies it."""
+        return self.index_backend == "edge"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +90,13 @@ class Settings:
 
         database = dev_database_name(env)
         supabase_url = required("SUPABASE_URL", DEV_SUPABASE_URL).rstrip("/")
+        blob_backend = choice(env, "BLOB_BACKEND", BLOB_BACKENDS)
+        index_backend = choice(env, "INDEX_BACKEND", INDEX_BACKENDS)
+        if blob_backend == "s3" and not env.get("S3_BUCKET"):
+            raise SettingsError("S3_BUCKET must be set when BLOB_BACKEND=s3")
+        if index_backend == "server" and not env.get("QDRANT_URL"):
+            raise SettingsError("QDRANT_URL must be set when INDEX_BACKEND=server")
+        model_dir = env.get("EMBEDDING_MODEL_DIR")
         return cls(
             environment=environment,
             database_url=required("DATABASE_URL", f"postgresql://quarry_gateway@127.0.0.1:5432/{database}"),
@@ -70,4 +108,40 @@ class Settings:
             jwt_leeway_seconds=int(env.get("JWT_LEEWAY_SECONDS", "10")),
             jwks_cache_seconds=int(env.get("JWKS_CACHE_SECONDS", "600")),
             jwks_min_refetch_seconds=float(env.get("JWKS_MIN_REFETCH_SECONDS", "10")),
+            # Only the worker needs it (checked when it starts).
+            worker_database_url=env.get("WORKER_DATABASE_URL")
+            or (None if production else f"postgresql://quarry_worker@127.0.0.1:5432/{database}"),
+            data_dir=Path(
+                required("QUARRY_DATA_DIR", str(REPO_ROOT / ".data" / database))
+                if blob_backend == "local" or index_backend == "edge"
+                else env.get("QUARRY_DATA_DIR", str(REPO_ROOT / ".data" / database))
+            ),
+            blob_backend=blob_backend,
+            s3_bucket=env.get("S3_BUCKET") or None,
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            index_backend=index_backend,
+            qdrant_url=env.get("QDRANT_URL") or None,
+            qdrant_api_key=env.get("QDRANT_API_KEY") or None,
+            upload_max_bytes=positive_int(env, "UPLOAD_MAX_BYTES", 64 * 1024 * 1024),
+            embedding_model_dir=Path(model_dir) if model_dir else None,
+            worker_concurrency=positive_int(env, "WORKER_CONCURRENCY", 32),
+            outbox_max_backoff_seconds=positive_int(env, "OUTBOX_MAX_BACKOFF_SECONDS", 60),
         )
+
+
+def choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, allowed[0])
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, not {value}")
+    return value

@@ -99,6 +99,7 @@ def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
                 "--no-access-log",
             ]
         ),
+        subprocess.Popen([python, "-m", "worker"]),
     ]
 
     def stop(*_: object) -> None:
@@ -120,10 +121,13 @@ def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
 Quarry is running.
   gateway      {gateway_url}   (health: {gateway_url}/readyz, API: {gateway_url}/openapi.json)
   dev auth     {settings.gateway.supabase_url}   (JWKS of the dev signing key in {settings.dev_dir})
+  worker       ingest jobs (procrastinate); files and index under {settings.gateway.data_dir}
 
 Get a token and call the API from another terminal:
   TOKEN=$(make -s token USER=alice@example.com)
   curl -H "Authorization: Bearer $TOKEN" {gateway_url}/api/me
+  curl -H "Authorization: Bearer $TOKEN" -F file=@README.md {gateway_url}/api/documents
+  curl -H "Authorization: Bearer $TOKEN" {gateway_url}/api/documents
 
 Ctrl-C stops everything.""",
             flush=True,

@@ -24,9 +24,9 @@ class DevSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DevSettings:
         env = os.environ if env is None else env
-        gateway = Settings.from_env(env)
-        if gateway.is_production:
+        if env.get("QUARRY_ENV") == "production":
             raise DevModeRefused("dev signing is disabled when QUARRY_ENV=production")
+        gateway = Settings.from_env(env)
         database = dev_database_name(env)
         return cls(
             gateway=gateway,

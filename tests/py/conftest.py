@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -53,6 +54,12 @@ def users(database: DatabaseUrls) -> Users:
 
 
 @pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Blobs and the embedded index of every gateway and worker in this test session."""
+    return tmp_path_factory.mktemp("quarry-data")
+
+
+@pytest.fixture(scope="session")
 def keys() -> KeySet:
     return KeySet()
 
@@ -69,14 +76,19 @@ def tokens(keys: KeySet, jwks_server: JwksServer) -> TokenFactory:
     return TokenFactory(keys=keys, issuer=f"{jwks_server.base_url}/auth/v1")
 
 
-def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, **overrides: str) -> dict[str, str]:
+def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path, **overrides: str) -> dict[str, str]:
     env = {
         "QUARRY_ENV": "test",
         "DATABASE_URL": database.gateway_url,
-        "ADMIN_DATABASE_URL": database.admin_url,
+        "WORKER_DATABASE_URL": database.gateway_url.replace("quarry_gateway@", "quarry_worker@", 1),
         "SUPABASE_URL": jwks_server.base_url,
         "SUPABASE_JWT_SECRET": HS256_SECRET,
         "JWKS_MIN_REFETCH_SECONDS": "0",
+        "QUARRY_DATA_DIR": str(data_dir),
+        "UPLOAD_MAX_BYTES": str(4 * 1024 * 1024),
+        "WORKER_HEARTBEAT_SECONDS": "1",
+        "STALLED_WORKER_SECONDS": "4",
+        "WORKER_CONCURRENCY": "4",
     }
     env.update(overrides)
     return env
@@ -86,12 +98,12 @@ GatewayFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_gateway(database: DatabaseUrls, jwks_server: JwksServer) -> Iterator[GatewayFactory]:
+def make_gateway(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path) -> Iterator[GatewayFactory]:
     """Start a gateway (lifespan included) with test settings, optionally overridden."""
     clients: list[TestClient] = []
 
     def make(**overrides: str) -> TestClient:
-        settings = Settings.from_env(gateway_env(database, jwks_server, **overrides))
+        settings = Settings.from_env(gateway_env(database, jwks_server, data_dir, **overrides))
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

@@ -38,6 +38,7 @@ def dev_env(tmp_path: Path) -> dict[str, str]:
     env.update(
         QUARRY_DB_NAME=DEV_TEST_DATABASE,
         QUARRY_DEV_DIR=str(tmp_path / "dev"),
+        QUARRY_DATA_DIR=str(tmp_path / "data"),
         SUPABASE_URL=f"http://127.0.0.1:{free_port()}",
         GATEWAY_PORT=str(free_port()),
     )
@@ -88,8 +89,19 @@ def test_make_dev_serves_readyz_and_me_twice_over(dev_env: dict[str, str]) -> No
     with make_dev(dev_env) as base:
         assert httpx.get(f"{base}/readyz").status_code == 200
         token = make_token(dev_env, "alice@example.com")
-        first = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
+        auth = {"Authorization": f"Bearer {token}"}
+        first = httpx.get(f"{base}/api/me", headers=auth)
         assert first.status_code == 200, first.text
+        # The README's upload line: the worker that make dev started takes it to ready.
+        readme = (REPO_ROOT / "README.md").read_bytes()
+        upload = httpx.post(f"{base}/api/documents", headers=auth, files={"file": ("README.md", readme)})
+        assert upload.status_code == 202, upload.text
+        document_url = f"{base}/api/documents/{upload.json()['id']}"
+        deadline = time.monotonic() + 90
+        while httpx.get(document_url, headers=auth).json()["status"] not in ("ready", "failed"):
+            assert time.monotonic() < deadline, "the upload did not finish"
+            time.sleep(0.5)
+        assert httpx.get(document_url, headers=auth).json()["status"] == "ready"
     admin = with_database(ADMIN_SERVER_URL, DEV_TEST_DATABASE)
     with psycopg.connect(admin) as conn:
         row = conn.execute("select id from auth.users where email = 'alice@example.com'").fetchone()

@@ -1,0 +1,212 @@
+"""The outbox relay: makes the vector index follow Postgres.
+
+Triggers record every document change in app.outbox in the transaction that
+makes it (gateway, worker or PostgREST alike).  The relay leases pending
+changes (internal.outbox_claim), brings each document's points in line with
+its chunks in Postgres, and completes the change (which also turns an
+`indexing` document `ready`).  Applying is idempotent (point id = chunk id;
+stale points are removed), so a crash between the index write and the
+completion only means the change is applied again.  An index or storage
+outage leaves the changes pending with a growing backoff; ops.outbox_status
+shows the lag and ops.outbox_failures the errors.
+
+Where it runs: with Qdrant Edge (in-process, one owner) the gateway hosts it
+and owns the index; with a Qdrant server the worker hosts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from gateway.db import Pool, TenantDatabase
+from gateway.index.base import IndexPoint, IndexUnavailable
+from gateway.services import IndexHandle
+from gateway.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
+
+logger = logging.getLogger("quarry.outbox")
+
+CHANNEL = "quarry_outbox"
+LEASE_SECONDS = 120
+MAX_BACKOFF_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    tenant_id: uuid.UUID
+    document_id: uuid.UUID
+    up_to_id: int
+    attempts: int
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: Pool,
+        database: TenantDatabase,
+        index: IndexHandle,
+        blobs: BlobStore,
+        *,
+        batch: int = 32,
+        sweep_seconds: float = 5.0,
+        max_backoff_seconds: int = MAX_BACKOFF_SECONDS,
+        optimize_when_idle: bool = True,
+        idle_seconds_before_optimize: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._database = database
+        self._index = index
+        self._blobs = blobs
+        self._batch = batch
+        self._sweep_seconds = sweep_seconds
+        self._max_backoff_seconds = max_backoff_seconds
+        self._optimize_when_idle = optimize_when_idle
+        self._idle_seconds_before_optimize = idle_seconds_before_optimize
+        self._needs_optimize = False
+        self._last_sync = time.monotonic()
+
+    async def run(self) -> None:
+        """Drain on every NOTIFY and at least every sweep interval, until cancelled."""
+        while True:
+            try:
+                conninfo = self._pool.conninfo
+                assert isinstance(conninfo, str)
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
+                    await listener.execute(f"listen {CHANNEL}")
+                    await self.drain()
+                    while True:
+                        async for _ in listener.notifies(timeout=self._wait_seconds(), stop_after=1):
+                            pass
+                        await self.drain()
+                        await self.optimize_if_idle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("outbox relay error; retrying shortly")
+                await asyncio.sleep(1.0)
+
+    async def drain(self) -> int:
+        """Apply every change that is due; returns how many documents were synced."""
+        synced = 0
+        while True:
+            changes = await self._claim()
+            if not changes:
+                break
+            results = await asyncio.gather(*(self._apply(change) for change in changes))
+            synced += sum(results)
+            if not any(results):
+                break  # everything due failed: wait for the backoff instead of spinning
+        if synced:
+            self._last_sync = time.monotonic()
+        return synced
+
+    async def optimize_if_idle(self) -> None:
+        """Qdrant Edge has no background optimizer: its owner runs it, but only once
+        ingestion has paused, so that index building never competes with a burst."""
+        idle = time.monotonic() - self._last_sync >= self._idle_seconds_before_optimize
+        if self._needs_optimize and self._optimize_when_idle and idle:
+            self._needs_optimize = False
+            await asyncio.to_thread(lambda: self._index.get().optimize())
+
+    def _wait_seconds(self) -> float:
+        if self._needs_optimize and self._optimize_when_idle:
+            remaining = self._idle_seconds_before_optimize - (time.monotonic() - self._last_sync)
+            return max(0.1, min(self._sweep_seconds, remaining))
+        return self._sweep_seconds
+
+    async def _claim(self) -> list[PendingChange]:
+        async with self._pool.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    "select * from internal.outbox_claim(%s, %s)", (self._batch, LEASE_SECONDS), prepare=True
+                )
+            ).fetchall()
+        return [PendingChange(r["tenant_id"], r["document_id"], r["up_to_id"], r["attempts"]) for r in rows]
+
+    async def _apply(self, change: PendingChange) -> bool:
+        try:
+            await self._sync_document(change.tenant_id, change.document_id)
+        except (IndexUnavailable, BlobStoreUnavailable, psycopg.OperationalError) as error:
+            await self._retry_later(change, f"{type(error).__name__}: {error}")
+            return False
+        except Exception as error:
+            logger.exception("could not apply the outbox change of document %s", change.document_id)
+            await self._retry_later(change, f"{type(error).__name__}: {error}")
+            return False
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "select internal.outbox_complete(%s, %s, %s)",
+                (change.tenant_id, change.document_id, change.up_to_id),
+                prepare=True,
+            )
+        return True
+
+    async def _sync_document(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        """Make the index hold exactly the document's chunks in Postgres (none if it is gone)."""
+        async with self._database.act_as({"sub": str(tenant_id)}, method="GET") as conn:
+            document = await (
+                await conn.execute(
+                    "select source::text, coalesce(mime_type, '') as mime_type, created_at"
+                    " from app.documents where id = %s",
+                    (document_id,),
+                )
+            ).fetchone()
+            chunks = (
+                await (
+                    await conn.execute(
+                        "select id, ordinal, dense, sparse_indices, sparse_values from app.chunks"
+                        " where document_id = %s order by ordinal",
+                        (document_id,),
+                        binary=True,  # float arrays load much faster in binary
+                    )
+                ).fetchall()
+                if document
+                else []
+            )
+        index = await asyncio.to_thread(self._index.get)
+        if document is None:
+            await asyncio.to_thread(index.delete_document, tenant_id, document_id)
+            await asyncio.to_thread(self._blobs.delete, blob_key(tenant_id, document_id))
+            return
+        points = [_point(document_id, document, chunk) for chunk in chunks]
+        if points:
+            await asyncio.to_thread(index.upsert, tenant_id, points)
+            self._needs_optimize = True
+        indexed = await asyncio.to_thread(index.document_point_ids, tenant_id, document_id)
+        stale = indexed - {point.id for point in points}
+        if stale:
+            await asyncio.to_thread(index.delete_points, tenant_id, sorted(stale))
+
+    async def _retry_later(self, change: PendingChange, error: str) -> None:
+        delay = min(self._max_backoff_seconds, 2 ** min(change.attempts, 6))
+        logger.warning(
+            "outbox change of document %s failed (attempt %d): %s", change.document_id, change.attempts, error
+        )
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "select internal.outbox_retry_later(%s, %s, %s, %s)",
+                    (change.tenant_id, change.document_id, error, delay),
+                )
+        except psycopg.Error:
+            logger.exception("could not record the failure; the lease will expire instead")
+
+
+def _point(document_id: uuid.UUID, document: dict[str, Any], chunk: dict[str, Any]) -> IndexPoint:
+    return IndexPoint(
+        id=chunk["id"],
+        document_id=document_id,
+        dense=chunk["dense"],
+        sparse_indices=chunk["sparse_indices"],
+        sparse_values=chunk["sparse_values"],
+        source=document["source"],
+        mime_type=document["mime_type"],
+        created_at=document["created_at"],
+        ordinal=chunk["ordinal"],
+    )

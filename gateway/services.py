@@ -1,0 +1,52 @@
+"""Build the storage and index backends the settings ask for."""
+
+from __future__ import annotations
+
+import threading
+
+from gateway.index.base import VectorIndex
+from gateway.settings import Settings
+from gateway.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "s3":
+        assert settings.s3_bucket is not None  # Settings checks this
+        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url)
+    return LocalBlobStore(settings.blob_dir)
+
+
+def open_vector_index(settings: Settings) -> VectorIndex:
+    if settings.index_backend == "server":
+        from gateway.index.server import ServerIndex
+
+        return ServerIndex(settings.qdrant_url, api_key=settings.qdrant_api_key)
+    from gateway.index.edge import EdgeIndex
+
+    return EdgeIndex(settings.index_dir)
+
+
+class IndexHandle:
+    """Opens the vector index on first use and keeps trying while it is unavailable.
+
+    An embedded shard that another process holds, or a Qdrant server that is
+    down, must not stop the gateway from starting or accepting uploads: the
+    outbox keeps the changes until the index can be opened.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._index: VectorIndex | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> VectorIndex:
+        with self._lock:
+            if self._index is None:
+                self._index = open_vector_index(self._settings)  # raises IndexUnavailable
+            return self._index
+
+    def close(self) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None

@@ -1,0 +1,88 @@
+"""Tenants never reach each other's documents; an upload is all or nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from gateway.documents import service
+from tests.py.conftest import DatabaseUrls
+from tests.py.gateway.documents.conftest import Api, admin_count
+
+
+def exposed_schema(
+    database: DatabaseUrls, tenant: uuid.UUID, statement: str, *params: object
+) -> list[dict[str, object]]:
+    """Run SQL as supabase-js would reach it: role authenticated, the tenant's claims."""
+    with psycopg.connect(database.gateway_url, row_factory=dict_row) as conn, conn.transaction():
+        claims = json.dumps({"sub": str(tenant), "role": "authenticated"})
+        conn.execute(
+            "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)", (claims,)
+        )
+        cursor = conn.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_other_tenants_get_404_on_every_route(alice: Api, bob: Api, database: DatabaseUrls) -> None:
+    document = alice.upload("secret.txt", b"Alice's secret plan for the quarry.").json()
+    path = f"/api/documents/{document['id']}"
+    assert bob.get(path).status_code == 404
+    assert bob.get(f"{path}/content").status_code == 404
+    assert bob.delete(path).status_code == 404
+    assert document["id"] not in [d["id"] for d in bob.get("/api/documents?limit=100").json()["data"]]
+    # ... and through the exposed schema
+    assert exposed_schema(database, bob.tenant_id, "select * from api.documents where id = %s", document["id"]) == []
+    assert (
+        exposed_schema(database, bob.tenant_id, "delete from api.documents where id = %s returning id", document["id"])
+        == []
+    )
+    # still there for Alice
+    assert alice.get(path).status_code == 200
+
+
+def test_listing_pages_and_filters(alice: Api) -> None:
+    created = [alice.upload(f"page-{i}.txt", f"Page test {i}.".encode()).json()["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = alice.get(f"/api/documents?limit=2&source=upload{'&cursor=' + cursor if cursor else ''}").json()
+        seen.extend(d["id"] for d in page["data"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen))
+    assert set(created) <= set(seen)
+    positions = [seen.index(i) for i in created]
+    assert positions == sorted(positions, reverse=True)  # newest first
+    assert alice.get("/api/documents?status=failed&limit=100").status_code == 200
+
+
+def test_failure_before_commit_leaves_no_row_job_or_blob(
+    alice: Api, database: DatabaseUrls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(row: dict[str, object]) -> dict[str, object]:
+        raise RuntimeError("crash between the insert and the commit")
+
+    blob_root = alice.client.app.state.settings.blob_dir  # type: ignore[attr-defined]
+
+    def blob_files() -> set[str]:
+        return {str(p) for p in blob_root.rglob("*") if p.is_file()} if blob_root.exists() else set()
+
+    before = (
+        admin_count(database, "select count(*) from app.documents"),
+        admin_count(database, "select count(*) from procrastinate.procrastinate_jobs"),
+        blob_files(),
+    )
+    monkeypatch.setattr(service, "document_json", explode)
+    response = alice.upload("doomed.txt", b"This upload must leave no trace.")
+    assert response.status_code == 500
+    after = (
+        admin_count(database, "select count(*) from app.documents"),
+        admin_count(database, "select count(*) from procrastinate.procrastinate_jobs"),
+        blob_files(),
+    )
+    assert after == before

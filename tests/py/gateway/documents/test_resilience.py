@@ -1,0 +1,97 @@
+"""Nothing is lost when the index is down, and re-running a job is harmless."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.index.edge import EdgeIndex
+from tests.py.conftest import DatabaseUrls, GatewayFactory, Users
+from tests.py.gateway.documents.conftest import Api, admin_count, index_count
+from tests.py.support.processes import wait_for
+from tests.py.support.tokens import TokenFactory
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
+
+
+def statuses(database: DatabaseUrls, ids: list[str]) -> list[str]:
+    with psycopg.connect(database.admin_url) as conn:
+        return [
+            row[0] for row in conn.execute("select status::text from app.documents where id = any(%s::uuid[])", (ids,))
+        ]
+
+
+def chunk_ids(database: DatabaseUrls, document_id: str) -> list[str]:
+    with psycopg.connect(database.admin_url) as conn:
+        rows = conn.execute("select id::text from app.chunks where document_id = %s order by ordinal", (document_id,))
+        return [row[0] for row in rows]
+
+
+def test_index_outage_loses_nothing(
+    make_gateway: GatewayFactory, tokens: TokenFactory, users: Users, database: DatabaseUrls, data_dir: Path
+) -> None:
+    holder = EdgeIndex(data_dir / "index")  # another owner: the gateway cannot open the index
+    try:
+        client = make_gateway(OUTBOX_MAX_BACKOFF_SECONDS="1")
+        api = Api(client, tokens.es256(users.alice), users.alice)
+        ids = [
+            api.upload(f"outage-{i}.txt", f"Document {i} waits for the index to come back.".encode()).json()["id"]
+            for i in range(3)
+        ]
+        wait_for(
+            lambda: statuses(database, ids) == ["indexing"] * 3, timeout=60, message="documents to wait in indexing"
+        )
+        wait_for(
+            lambda: admin_count(database, "select failing from ops.outbox_status") >= 1,
+            timeout=30,
+            message="the outage to show in ops.outbox_status",
+        )
+        assert statuses(database, ids) == ["indexing"] * 3
+    finally:
+        holder.close()
+    wait_for(lambda: statuses(database, ids) == ["ready"] * 3, timeout=60, message="the relay to drain")
+    for document_id in ids:
+        chunks = admin_count(database, "select chunk_count from app.documents where id = %s", document_id)
+        assert index_count(client, users.alice, document_id) == chunks >= 1
+    assert admin_count(database, "select count(*) from app.outbox where document_id = any(%s::uuid[])", ids) == 0
+
+
+def test_a_job_run_twice_leaves_one_set_of_chunks_and_points(alice: Api, database: DatabaseUrls) -> None:
+    text = " ".join(f"Sentence {i} about the granite quarry and its long history of stone." for i in range(120))
+    document = alice.wait_until_done(alice.upload("twice.txt", text.encode()).json()["id"])
+    assert document["status"] == "ready" and document["chunk_count"] > 1
+    first_ids = chunk_ids(database, document["id"])
+
+    # 1. A duplicate of the finished job (as after a crash between commit and ack) is a no-op.
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        args = json.dumps({"tenant_id": str(alice.tenant_id), "document_id": document["id"]})
+        job_id = conn.execute(
+            "select procrastinate.procrastinate_defer_jobs_v1(array[row('ingest', 'ingest_document', 0, null, null,"
+            " %s::jsonb, null)::procrastinate.procrastinate_job_to_defer_v1])",
+            (args,),
+        ).fetchone()[0][0]  # type: ignore[index]
+    wait_for(
+        lambda: (
+            admin_count(
+                database,
+                "select count(*) from procrastinate.procrastinate_jobs where id = %s and status = 'succeeded'",
+                job_id,
+            )
+            == 1
+        ),
+        timeout=30,
+        message="the duplicate job to run",
+    )
+    assert chunk_ids(database, document["id"]) == first_ids
+
+    # 2. Processing the document again replaces its chunks with the same ids and points.
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        conn.execute("update app.documents set status = 'queued', ready_at = null where id = %s", (document["id"],))
+    again = alice.wait_until_done(document["id"])
+    wait_for(lambda: alice.get(f"/api/documents/{document['id']}").json()["status"] == "ready", timeout=30)
+    assert again["chunk_count"] == document["chunk_count"]
+    assert chunk_ids(database, document["id"]) == first_ids
+    assert index_count(alice.client, alice.tenant_id, document["id"]) == document["chunk_count"]

@@ -1,0 +1,140 @@
+"""Bad uploads are refused with a clear problem+json before anything is written."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from tests.py.conftest import DatabaseUrls, GatewayFactory, Users
+from tests.py.gateway.documents.conftest import Api, admin_count
+from tests.py.support.tokens import TokenFactory
+
+ELF_HEADER = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" * 200
+
+
+def assert_problem(response: httpx2.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+def documents_of(database: DatabaseUrls, users: Users) -> int:
+    return admin_count(database, "select count(*) from app.documents where tenant_id = %s", users.alice)
+
+
+def test_empty_file(alice: Api) -> None:
+    assert_problem(alice.upload("empty.txt", b""), 422)
+
+
+def test_no_file_part(alice: Api) -> None:
+    response = alice.client.post(
+        "/api/documents", headers=alice.headers, data={"title": "x"}, files={"other": ("a", b"b")}
+    )
+    assert_problem(response, 422)
+
+
+def test_not_multipart(alice: Api) -> None:
+    response = alice.client.post(
+        "/api/documents", headers={**alice.headers, "Content-Type": "text/plain"}, content=b"hi"
+    )
+    assert_problem(response, 415)
+
+
+def test_two_files(alice: Api) -> None:
+    response = alice.client.post(
+        "/api/documents", headers=alice.headers, files=[("file", ("a.txt", b"one")), ("file", ("b.txt", b"two"))]
+    )
+    assert_problem(response, 422)
+
+
+def test_over_the_cap_is_413_while_streaming(
+    make_gateway: GatewayFactory, tokens: TokenFactory, users: Users, database: DatabaseUrls
+) -> None:
+    client = make_gateway(UPLOAD_MAX_BYTES="1000")
+    api = Api(client, tokens.es256(users.alice), users.alice)
+    before = documents_of(database, users)
+    body = assert_problem(api.upload("big.txt", b"a" * 5000), 413)
+    assert body["limit_bytes"] == 1000
+    # A body far over the cap is refused from Content-Length, before it is read.
+    assert_problem(api.upload("huge.txt", b"a" * 200_000), 413)
+    assert documents_of(database, users) == before
+
+
+def test_elf_named_pdf_is_refused(alice: Api, database: DatabaseUrls, users: Users) -> None:
+    before = documents_of(database, users)
+    body = assert_problem(alice.upload("report.pdf", ELF_HEADER), 415)
+    assert "ELF" in str(body["detail"]) or "ELF" in str(body.get("detected"))
+    assert documents_of(database, users) == before
+
+
+def test_non_utf8_text_is_refused(alice: Api) -> None:
+    assert_problem(alice.upload("notes.txt", "Café crème, déjà vu".encode("latin-1")), 415)
+
+
+def test_deeply_nested_json_is_refused(alice: Api) -> None:
+    assert_problem(alice.upload("deep.json", b"[" * 10_000 + b"]" * 10_000), 415)
+
+
+def test_binary_garbage_is_refused(alice: Api) -> None:
+    assert_problem(alice.upload("data.bin", bytes(range(256)) * 10), 415)
+
+
+@pytest.mark.parametrize(
+    ("filename", "title"),
+    [
+        ("../../etc/passwd.txt", "passwd.txt"),
+        ("..\\..\\windows\\system.ini.txt", "system.ini.txt"),
+        ("/absolute/path/notes.txt", "notes.txt"),
+    ],
+)
+def test_hostile_filenames_become_safe_titles(alice: Api, filename: str, title: str) -> None:
+    response = alice.upload(filename, b"Plain words about granite.")
+    assert response.status_code == 202, response.text
+    assert response.json()["title"] == title
+
+
+def test_control_characters_in_a_raw_filename_are_dropped(alice: Api) -> None:
+    boundary = "quarry-test-boundary"
+    body = (
+        f"--{boundary}\r\n".encode()
+        + b'Content-Disposition: form-data; name="file"; filename="bell\x07and\x1bescape\xe2\x80\xaetxt.txt"\r\n'
+        + b"Content-Type: text/plain\r\n\r\n"
+        + b"Plain words about granite.\r\n"
+        + f"--{boundary}--\r\n".encode()
+    )
+    response = alice.client.post(
+        "/api/documents",
+        headers={**alice.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content=body,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["title"] == "bellandescapetxt.txt"
+
+
+def test_very_long_unicode_filename(alice: Api) -> None:
+    name = "résumé-" + "漢字" * 600 + ".txt"
+    response = alice.upload(name, b"Plain words about granite.")
+    assert response.status_code == 202, response.text
+    title = response.json()["title"]
+    assert 0 < len(title) <= 255 and title.startswith("résumé-漢字")
+
+
+def test_title_field_wins(alice: Api) -> None:
+    response = alice.upload("x.txt", b"Plain words.", title="  Quarterly   report  ")
+    assert response.json()["title"] == "Quarterly report"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=101", "limit=abc", "status=done", "source=email", "cursor=not-a-cursor", "colour=red"],
+)
+def test_list_rejects_bad_parameters(alice: Api, query: str) -> None:
+    assert_problem(alice.get(f"/api/documents?{query}"), 422)
+
+
+def test_malformed_ids_are_422(alice: Api) -> None:
+    for path in ("/api/documents/not-a-uuid", "/api/documents/123/content"):
+        assert_problem(alice.get(path), 422)
+    assert_problem(alice.delete("/api/documents/not-a-uuid"), 422)

@@ -1,0 +1,212 @@
+"""The ingest pipeline: blob → text → chunks → vectors → Postgres (→ outbox).
+
+Statuses: queued → processing → indexing (chunks and vectors committed; the
+outbox relay takes it from there) → ready, or failed(reason).  Everything for
+the tenant runs through TenantDatabase.act_as, so RLS applies to the worker
+as it does to the gateway.  Re-running a job is harmless: a document that is
+no longer queued/processing is left alone, and the chunks are replaced in one
+transaction with ids that are stable per (document, ordinal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from gateway.db import TenantDatabase
+from gateway.embedding import EmbeddingBatcher, SparseEmbedder
+from gateway.storage.blobs import BlobNotFound, BlobStore
+from worker.chunking import Chunker, ChunkText, chunk_id
+from worker.parsing.errors import UnreadableDocument
+from worker.parsing.extract import Extracted, extract
+from worker.parsing.sniff import FORMATS
+
+logger = logging.getLogger("quarry.worker.ingest")
+
+FORMAT_BY_MIME_TYPE = {mime: fmt for fmt, mime in FORMATS.items()}
+MAX_ERROR_REASON = 500
+
+
+class TransientIngestError(Exception):
+    """Worth retrying later (storage or database briefly unavailable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChunk:
+    chunk: ChunkText
+    id: uuid.UUID
+    dense: list[float]
+    sparse_indices: list[int]
+    sparse_values: list[float]
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        database: TenantDatabase,
+        blobs: BlobStore,
+        chunker: Chunker,
+        dense: EmbeddingBatcher,
+        sparse: SparseEmbedder,
+        *,
+        embedding_model: str,
+    ) -> None:
+        self._database = database
+        self._blobs = blobs
+        self._chunker = chunker
+        self._dense = dense
+        self._sparse = sparse
+        self._embedding_model = embedding_model
+
+    async def ingest(self, tenant_id: uuid.UUID, document_id: uuid.UUID, *, final_attempt: bool) -> None:
+        claims = {"sub": str(tenant_id)}
+        document = await self._start(claims, document_id)
+        if document is None:
+            return
+        blob_key, mime_type = document
+        try:
+            extracted = await self._extract(blob_key, mime_type)
+            embedded = await self._embed(document_id, extracted)
+        except UnreadableDocument as error:
+            await self.fail(tenant_id, document_id, error.reason)
+            return
+        except TransientIngestError as error:
+            if final_attempt:
+                await self.fail(tenant_id, document_id, f"Processing kept failing ({error}); upload it again later.")
+                return
+            raise
+        await self._store(claims, document_id, extracted, embedded)
+
+    async def fail(self, tenant_id: uuid.UUID, document_id: uuid.UUID, reason: str) -> None:
+        async with self._database.act_as({"sub": str(tenant_id)}) as conn:
+            await conn.execute(
+                """
+                update app.documents set status = 'failed', error_reason = %s
+                where id = %s and status in ('queued', 'processing')
+                """,
+                (reason[:MAX_ERROR_REASON], document_id),
+            )
+        logger.info("document %s failed: %s", document_id, reason)
+
+    async def _start(self, claims: dict[str, str], document_id: uuid.UUID) -> tuple[str, str] | None:
+        async with self._database.act_as(claims) as conn:
+            row = await (
+                await conn.execute(
+                    """
+                    update app.documents set status = 'processing', error_reason = null
+                    where id = %s and status in ('queued', 'processing')
+                    returning blob_key, mime_type
+                    """,
+                    (document_id,),
+                )
+            ).fetchone()
+        if row is None:  # deleted, or already processed by an earlier run of this job
+            return None
+        return str(row["blob_key"]), str(row["mime_type"])
+
+    async def _extract(self, blob_key: str, mime_type: str) -> Extracted:
+        fmt = FORMAT_BY_MIME_TYPE.get(mime_type)
+        if fmt is None:
+            raise UnreadableDocument(f"Documents of type {mime_type} cannot be processed.")
+        with tempfile.TemporaryDirectory(prefix="quarry-ingest-") as workdir:
+            path = Path(workdir) / "original"
+            try:
+                await asyncio.to_thread(self._blobs.download_to, blob_key, path)
+            except BlobNotFound:
+                raise UnreadableDocument("The uploaded file is missing from storage; upload it again.") from None
+            except OSError as error:
+                raise TransientIngestError(f"storage unavailable: {type(error).__name__}") from error
+            try:
+                return await asyncio.to_thread(extract, path, fmt)
+            except UnreadableDocument:
+                raise
+            except MemoryError:
+                raise UnreadableDocument("The document is too large to process.") from None
+            except OSError as error:  # the temporary disk, not the document
+                raise TransientIngestError(f"local I/O failed: {type(error).__name__}") from error
+            except Exception as error:  # a parser bug or a file shape we did not foresee
+                logger.exception("unexpected %s while extracting a %s", type(error).__name__, fmt)
+                raise UnreadableDocument(f"The file could not be read ({type(error).__name__}).") from error
+
+    async def _embed(self, document_id: uuid.UUID, extracted: Extracted) -> list[EmbeddedChunk]:
+        chunks = self._chunker.chunk([(segment.text, segment.position) for segment in extracted.segments])
+        if not chunks:
+            raise UnreadableDocument("The document contains no text.")
+        dense = await self._dense.embed([chunk.text for chunk in chunks])
+        embedded = []
+        for chunk, vector in zip(chunks, dense, strict=True):
+            sparse = self._sparse.document(chunk.text)
+            embedded.append(
+                EmbeddedChunk(chunk, chunk_id(document_id, chunk.ordinal), vector, sparse.indices, sparse.values)
+            )
+        return embedded
+
+    async def _store(
+        self,
+        claims: dict[str, str],
+        document_id: uuid.UUID,
+        extracted: Extracted,
+        embedded: list[EmbeddedChunk],
+    ) -> None:
+        text = "\n\n".join(segment.text for segment in extracted.segments)
+        try:
+            async with self._database.act_as(claims) as conn:
+                await conn.execute("delete from app.chunks where document_id = %s", (document_id,))
+                await conn.execute(
+                    """
+                    insert into app.document_texts (document_id, text) values (%s, %s)
+                    on conflict (tenant_id, document_id) do update set text = excluded.text
+                    """,
+                    (document_id, text),
+                )
+                # COPY FROM is not allowed on a table with RLS; executemany pipelines the inserts.
+                await conn.cursor().executemany(
+                    _INSERT_CHUNK,
+                    [
+                        (
+                            item.id,
+                            document_id,
+                            item.chunk.ordinal,
+                            item.chunk.text,
+                            item.chunk.token_count,
+                            Jsonb(item.chunk.position),
+                            self._embedding_model,
+                            item.dense,
+                            item.sparse_indices,
+                            item.sparse_values,
+                        )
+                        for item in embedded
+                    ],
+                )
+                updated = await conn.execute(
+                    """
+                    update app.documents
+                    set status = 'indexing', page_count = %s, chunk_count = %s, char_count = %s
+                    where id = %s and status = 'processing'
+                    """,
+                    (extracted.page_count, len(embedded), len(text), document_id),
+                )
+                if updated.rowcount == 0:  # deleted meanwhile: keep nothing
+                    raise _DocumentGone
+        except _DocumentGone:
+            return
+        except psycopg.OperationalError as error:
+            raise TransientIngestError(f"database unavailable: {type(error).__name__}") from error
+
+
+class _DocumentGone(Exception):
+    pass
+
+
+_INSERT_CHUNK = """
+insert into app.chunks (id, document_id, ordinal, text, token_count, position, embedding_model,
+                        dense, sparse_indices, sparse_values)
+values (%s, %s, %s, %s, %s, %s, %s, %b::real[], %b::integer[], %b::real[])
+"""
