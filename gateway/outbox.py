@@ -34,6 +34,7 @@ logger = logging.getLogger("quarry.outbox")
 
 CHANNEL = "quarry_outbox"
 LEASE_SECONDS = 120
+CHUNK_PAGE = 500
 MAX_BACKOFF_SECONDS = 60
 
 
@@ -43,6 +44,11 @@ class PendingChange:
     document_id: uuid.UUID
     up_to_id: int
     attempts: int
+    lease: uuid.UUID
+
+
+class UnindexableDocument(Exception):
+    """The document's vectors can never go into this index (e.g. another model's dimensions)."""
 
 
 class OutboxRelay:
@@ -127,11 +133,13 @@ class OutboxRelay:
                     "select * from internal.outbox_claim(%s, %s)", (self._batch, LEASE_SECONDS), prepare=True
                 )
             ).fetchall()
-        return [PendingChange(r["tenant_id"], r["document_id"], r["up_to_id"], r["attempts"]) for r in rows]
+        return [PendingChange(r["tenant_id"], r["document_id"], r["up_to_id"], r["attempts"], r["lease"]) for r in rows]
 
     async def _apply(self, change: PendingChange) -> bool:
         try:
             await self._sync_document(change.tenant_id, change.document_id)
+        except UnindexableDocument as error:
+            await self._fail_document(change, str(error))
         except (IndexUnavailable, BlobStoreUnavailable, psycopg.OperationalError) as error:
             await self._retry_later(change, f"{type(error).__name__}: {error}")
             return False
@@ -140,15 +148,33 @@ class OutboxRelay:
             await self._retry_later(change, f"{type(error).__name__}: {error}")
             return False
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "select internal.outbox_complete(%s, %s, %s)",
-                (change.tenant_id, change.document_id, change.up_to_id),
-                prepare=True,
-            )
+            row = await (
+                await conn.execute(
+                    "select internal.outbox_complete(%s, %s, %s, %s) as completed",
+                    (change.tenant_id, change.document_id, change.up_to_id, change.lease),
+                    prepare=True,
+                )
+            ).fetchone()
+        if not (row and row["completed"]):
+            logger.warning("lost the lease on document %s; it will be synced again", change.document_id)
         return True
 
+    async def _fail_document(self, change: PendingChange, reason: str) -> None:
+        logger.error("document %s cannot be indexed: %s", change.document_id, reason)
+        async with self._database.act_as({"sub": str(change.tenant_id)}) as conn:
+            await conn.execute(
+                "update app.documents set status = 'failed', error_reason = %s where id = %s and status = 'indexing'",
+                (reason[:500], change.document_id),
+            )
+
     async def _sync_document(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
-        """Make the index hold exactly the document's chunks in Postgres (none if it is gone)."""
+        """Make the index hold exactly the document's chunks in Postgres (none if it is gone).
+
+        Chunks are read and upserted a page at a time, so a huge document never
+        sits in memory whole.
+        """
+        index = await asyncio.to_thread(self._index.get)
+        written: set[uuid.UUID] = set()
         async with self._database.act_as({"sub": str(tenant_id)}, method="GET") as conn:
             document = await (
                 await conn.execute(
@@ -157,29 +183,28 @@ class OutboxRelay:
                     (document_id,),
                 )
             ).fetchone()
-            chunks = (
-                await (
-                    await conn.execute(
+            if document is not None:
+                # binary: float arrays load much faster than from text
+                async with conn.cursor(name="document_chunks", binary=True) as chunks:
+                    await chunks.execute(
                         "select id, ordinal, dense, sparse_indices, sparse_values from app.chunks"
                         " where document_id = %s order by ordinal",
                         (document_id,),
-                        binary=True,  # float arrays load much faster in binary
                     )
-                ).fetchall()
-                if document
-                else []
-            )
-        index = await asyncio.to_thread(self._index.get)
+                    while page := await chunks.fetchmany(CHUNK_PAGE):
+                        points = [_point(document_id, document, chunk) for chunk in page]
+                        try:
+                            await asyncio.to_thread(index.upsert, tenant_id, points)
+                        except ValueError as error:  # the index's validation: never going to fit
+                            raise UnindexableDocument(f"The vector index rejected its chunks: {error}") from error
+                        written.update(point.id for point in points)
+                        self._needs_optimize = True
         if document is None:
             await asyncio.to_thread(index.delete_document, tenant_id, document_id)
             await asyncio.to_thread(self._blobs.delete, blob_key(tenant_id, document_id))
             return
-        points = [_point(document_id, document, chunk) for chunk in chunks]
-        if points:
-            await asyncio.to_thread(index.upsert, tenant_id, points)
-            self._needs_optimize = True
         indexed = await asyncio.to_thread(index.document_point_ids, tenant_id, document_id)
-        stale = indexed - {point.id for point in points}
+        stale = indexed - written
         if stale:
             await asyncio.to_thread(index.delete_points, tenant_id, sorted(stale))
 
@@ -191,8 +216,8 @@ class OutboxRelay:
         try:
             async with self._pool.connection() as conn:
                 await conn.execute(
-                    "select internal.outbox_retry_later(%s, %s, %s, %s)",
-                    (change.tenant_id, change.document_id, error, delay),
+                    "select internal.outbox_retry_later(%s, %s, %s, %s, %s)",
+                    (change.tenant_id, change.document_id, change.lease, error, delay),
                 )
         except psycopg.Error:
             logger.exception("could not record the failure; the lease will expire instead")

@@ -13,16 +13,18 @@ import contextlib
 import logging
 import os
 import sys
+import uuid
 from contextlib import AsyncExitStack
 
 import procrastinate
+from procrastinate.jobs import Status
 
-from gateway.db import TenantDatabase, create_pool
+from gateway.db import Pool, TenantDatabase, create_pool
 from gateway.embedding import DenseEmbedder, EmbeddingBatcher, SparseEmbedder
 from gateway.outbox import OutboxRelay
 from gateway.services import IndexHandle, open_blob_store
 from gateway.settings import Settings, SettingsError
-from worker.app import INGEST_QUEUE, procrastinate_app
+from worker.app import INGEST_MAX_ATTEMPTS, INGEST_QUEUE, procrastinate_app
 from worker.chunking import Chunker
 from worker.ingest import IngestPipeline
 
@@ -33,21 +35,44 @@ HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "5"))
 STALLED_WORKER_SECONDS = float(os.environ.get("STALLED_WORKER_SECONDS", "30"))
 
 
-async def requeue_stalled_jobs(app: procrastinate.App) -> int:
-    """Jobs still 'doing' on a worker whose heartbeat stopped go back to the queue."""
+async def requeue_stalled_jobs(app: procrastinate.App, pipeline: IngestPipeline) -> int:
+    """Jobs still 'doing' on a worker whose heartbeat stopped go back to the queue, up to
+    the attempt limit: a document that keeps killing workers (out of memory, say) fails."""
     stalled = list(await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_WORKER_SECONDS))
     for job in stalled:
+        if job.attempts + 1 >= INGEST_MAX_ATTEMPTS:
+            logger.error("job %s stopped its worker %d times; giving up", job.id, job.attempts + 1)
+            await app.job_manager.finish_job(job, Status.FAILED, delete_job=False)
+            kwargs = job.task_kwargs
+            await pipeline.fail(
+                uuid.UUID(str(kwargs["tenant_id"])),
+                uuid.UUID(str(kwargs["document_id"])),
+                "Processing this file stopped the worker repeatedly (too large or too complex?).",
+            )
+            continue
         logger.warning("re-queueing job %s (%s): its worker stopped", job.id, job.task_name)
         await app.job_manager.retry_job(job)
     return len(stalled)
 
 
-async def watch_stalled_jobs(app: procrastinate.App) -> None:
+async def fail_abandoned_documents(pool: Pool) -> int:
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "select internal.fail_abandoned_documents(%s) as abandoned", (int(max(60, 2 * STALLED_WORKER_SECONDS)),)
+            )
+        ).fetchone()
+    return int(row["abandoned"]) if row else 0
+
+
+async def watch_stalled_work(app: procrastinate.App, pipeline: IngestPipeline, pool: Pool) -> None:
     while True:
         try:
-            await requeue_stalled_jobs(app)
+            await requeue_stalled_jobs(app, pipeline)
+            if abandoned := await fail_abandoned_documents(pool):
+                logger.warning("%d abandoned document(s) marked failed", abandoned)
         except Exception:
-            logger.exception("stalled-job check failed")
+            logger.exception("stalled-work check failed")
         await asyncio.sleep(max(1.0, STALLED_WORKER_SECONDS / 3))
 
 
@@ -75,7 +100,7 @@ async def run(settings: Settings) -> None:
         )
         app = procrastinate_app(settings.worker_database_url)
         await stack.enter_async_context(app.open_async())
-        tasks = [asyncio.create_task(watch_stalled_jobs(app), name="stalled-jobs")]
+        tasks = [asyncio.create_task(watch_stalled_work(app, pipeline, pool), name="stalled-work")]
         if not settings.relay_in_gateway:
             index = IndexHandle(settings)
             stack.callback(index.close)

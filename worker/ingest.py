@@ -19,10 +19,11 @@ from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
+from psycopg_pool import PoolTimeout
 
 from gateway.db import TenantDatabase
 from gateway.embedding import EmbeddingBatcher, SparseEmbedder
-from gateway.storage.blobs import BlobNotFound, BlobStore
+from gateway.storage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, blob_key
 from worker.chunking import Chunker, ChunkText, chunk_id
 from worker.parsing.errors import UnreadableDocument
 from worker.parsing.extract import Extracted, extract
@@ -36,6 +37,15 @@ MAX_ERROR_REASON = 500
 
 class TransientIngestError(Exception):
     """Worth retrying later (storage or database briefly unavailable)."""
+
+
+# Failures of the machinery, not of the document: retried with backoff.
+TRANSIENT_ERRORS = (
+    TransientIngestError,
+    BlobStoreUnavailable,
+    psycopg.OperationalError,
+    PoolTimeout,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,22 +76,29 @@ class IngestPipeline:
         self._embedding_model = embedding_model
 
     async def ingest(self, tenant_id: uuid.UUID, document_id: uuid.UUID, *, final_attempt: bool) -> None:
-        claims = {"sub": str(tenant_id)}
-        document = await self._start(claims, document_id)
-        if document is None:
-            return
-        blob_key, mime_type = document
+        """Every outcome ends the document `indexing` or `failed`, or leaves it for a retry."""
         try:
-            extracted = await self._extract(blob_key, mime_type)
-            embedded = await self._embed(document_id, extracted)
+            await self._ingest(tenant_id, document_id)
         except UnreadableDocument as error:
             await self.fail(tenant_id, document_id, error.reason)
-            return
-        except TransientIngestError as error:
+        except TRANSIENT_ERRORS as error:
             if final_attempt:
-                await self.fail(tenant_id, document_id, f"Processing kept failing ({error}); upload it again later.")
+                reason = f"Processing kept failing ({type(error).__name__}); upload it again later."
+                await self.fail(tenant_id, document_id, reason)
                 return
-            raise
+            raise TransientIngestError(f"{type(error).__name__}: {error}") from error
+        except Exception as error:  # a bug or an input nobody foresaw: say so, don't leave it hanging
+            logger.exception("ingest of document %s failed unexpectedly", document_id)
+            await self.fail(tenant_id, document_id, f"Processing failed unexpectedly ({type(error).__name__}).")
+
+    async def _ingest(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
+        claims = {"sub": str(tenant_id)}
+        if not await self._start(claims, document_id):
+            return
+        # The key is derived here, never read from the row (a constraint also ties the two).
+        key = blob_key(tenant_id, document_id)
+        extracted = await self._extract(key, await self._mime_type(claims, document_id))
+        embedded = await self._embed(document_id, extracted)
         await self._store(claims, document_id, extracted, embedded)
 
     async def fail(self, tenant_id: uuid.UUID, document_id: uuid.UUID, reason: str) -> None:
@@ -95,34 +112,35 @@ class IngestPipeline:
             )
         logger.info("document %s failed: %s", document_id, reason)
 
-    async def _start(self, claims: dict[str, str], document_id: uuid.UUID) -> tuple[str, str] | None:
+    async def _start(self, claims: dict[str, str], document_id: uuid.UUID) -> bool:
+        """False if the document is gone or an earlier run of this job already processed it."""
         async with self._database.act_as(claims) as conn:
-            row = await (
-                await conn.execute(
-                    """
-                    update app.documents set status = 'processing', error_reason = null
-                    where id = %s and status in ('queued', 'processing')
-                    returning blob_key, mime_type
-                    """,
-                    (document_id,),
-                )
-            ).fetchone()
-        if row is None:  # deleted, or already processed by an earlier run of this job
-            return None
-        return str(row["blob_key"]), str(row["mime_type"])
+            cursor = await conn.execute(
+                """
+                update app.documents set status = 'processing', error_reason = null
+                where id = %s and status in ('queued', 'processing')
+                """,
+                (document_id,),
+            )
+            return cursor.rowcount == 1
 
-    async def _extract(self, blob_key: str, mime_type: str) -> Extracted:
+    async def _mime_type(self, claims: dict[str, str], document_id: uuid.UUID) -> str:
+        async with self._database.act_as(claims, method="GET") as conn:
+            row = await (
+                await conn.execute("select mime_type from app.documents where id = %s", (document_id,))
+            ).fetchone()
+        return str(row["mime_type"]) if row else ""
+
+    async def _extract(self, key: str, mime_type: str) -> Extracted:
         fmt = FORMAT_BY_MIME_TYPE.get(mime_type)
         if fmt is None:
             raise UnreadableDocument(f"Documents of type {mime_type} cannot be processed.")
         with tempfile.TemporaryDirectory(prefix="quarry-ingest-") as workdir:
             path = Path(workdir) / "original"
             try:
-                await asyncio.to_thread(self._blobs.download_to, blob_key, path)
+                await asyncio.to_thread(self._blobs.download_to, key, path)
             except BlobNotFound:
                 raise UnreadableDocument("The uploaded file is missing from storage; upload it again.") from None
-            except OSError as error:
-                raise TransientIngestError(f"storage unavailable: {type(error).__name__}") from error
             try:
                 return await asyncio.to_thread(extract, path, fmt)
             except UnreadableDocument:
@@ -136,17 +154,17 @@ class IngestPipeline:
                 raise UnreadableDocument(f"The file could not be read ({type(error).__name__}).") from error
 
     async def _embed(self, document_id: uuid.UUID, extracted: Extracted) -> list[EmbeddedChunk]:
-        chunks = self._chunker.chunk([(segment.text, segment.position) for segment in extracted.segments])
+        # Tokenising and BM25 are CPU work: off the event loop, so heartbeats keep flowing.
+        segments = [(segment.text, clean_position(segment.position)) for segment in extracted.segments]
+        chunks = await asyncio.to_thread(self._chunker.chunk, segments)
         if not chunks:
             raise UnreadableDocument("The document contains no text.")
         dense = await self._dense.embed([chunk.text for chunk in chunks])
-        embedded = []
-        for chunk, vector in zip(chunks, dense, strict=True):
-            sparse = self._sparse.document(chunk.text)
-            embedded.append(
-                EmbeddedChunk(chunk, chunk_id(document_id, chunk.ordinal), vector, sparse.indices, sparse.values)
-            )
-        return embedded
+        sparse = await asyncio.to_thread(lambda: [self._sparse.document(chunk.text) for chunk in chunks])
+        return [
+            EmbeddedChunk(chunk, chunk_id(document_id, chunk.ordinal), vector, bm25.indices, bm25.values)
+            for chunk, vector, bm25 in zip(chunks, dense, sparse, strict=True)
+        ]
 
     async def _store(
         self,
@@ -197,12 +215,18 @@ class IngestPipeline:
                     raise _DocumentGone
         except _DocumentGone:
             return
-        except psycopg.OperationalError as error:
-            raise TransientIngestError(f"database unavailable: {type(error).__name__}") from error
 
 
 class _DocumentGone(Exception):
     pass
+
+
+def clean_position(position: dict[str, int | str]) -> dict[str, int | str]:
+    """Positions go into jsonb, which refuses NUL; headings come straight from the file."""
+    return {
+        key: "".join(ch for ch in value if ch >= " " or ch == "\t")[:200] if isinstance(value, str) else value
+        for key, value in position.items()
+    }
 
 
 _INSERT_CHUNK = """

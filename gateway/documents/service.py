@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ from typing import Any
 from gateway.db import Connection
 from gateway.documents.upload import ReceivedUpload
 from gateway.errors import Problem
-from gateway.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
+from gateway.storage.blobs import BlobStore, blob_key
 from worker.parsing.sniff import Sniffed
 
 logger = logging.getLogger("quarry.documents")
@@ -37,6 +38,7 @@ returning {DOCUMENT_COLUMNS}
 STATUSES = ("queued", "processing", "indexing", "ready", "failed")
 SOURCES = ("upload", "drive")
 MAX_PAGE_SIZE = 100
+MAX_CURSOR_LENGTH = 200
 
 
 def document_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +54,8 @@ async def store_blob(blobs: BlobStore, tenant_id: uuid.UUID, document_id: uuid.U
     key = blob_key(tenant_id, document_id)
     try:
         await asyncio.to_thread(blobs.put_file, key, upload.path)
-    except BlobStoreUnavailable:
+    except Exception:  # unavailable, or refusing us (credentials, bucket): either way not the client's fault
+        logger.exception("storing the upload failed")
         raise Problem(503, "storage-unavailable", "File storage is unavailable; try again shortly.") from None
     return key
 
@@ -90,7 +93,7 @@ def parse_list_query(params: dict[str, str]) -> ListQuery:
     if unknown:
         raise Problem(422, "invalid-parameter", f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
     raw_limit = params.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
+    if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
         raise Problem(422, "invalid-parameter", f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}.")
     status, source = params.get("status"), params.get("source")
     if status is not None and status not in STATUSES:
@@ -107,11 +110,13 @@ def encode_cursor(created_at: datetime, document_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise Problem(422, "invalid-parameter", "`cursor` is not one this API returned.")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, document_id = json.loads(raw)
         return datetime.fromisoformat(created_at), uuid.UUID(document_id)
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, RecursionError):
         raise Problem(422, "invalid-parameter", "`cursor` is not one this API returned.") from None
 
 

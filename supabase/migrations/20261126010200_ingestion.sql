@@ -13,6 +13,9 @@ add column chunk_count integer,
 add column char_count integer,
 add column ready_at timestamptz,
 add constraint documents_sha256_format check (sha256 ~ '^[0-9a-f]{64}$'),
+-- The stored file is named by the row's own tenant and id, never by anything a
+-- client chose, so no row can point the worker at another tenant's file.
+add constraint documents_blob_key_is_own check (blob_key = 'documents/' || tenant_id || '/' || id),
 add constraint documents_counts_not_negative check (
     coalesce(page_count, 0) >= 0 and coalesce(chunk_count, 0) >= 0 and coalesce(char_count, 0) >= 0
 );
@@ -62,6 +65,7 @@ create table app.outbox (
     created_at timestamptz not null default now(),
     attempts integer not null default 0,
     available_at timestamptz not null default now(),
+    lease uuid,
     last_error text,
     primary key (tenant_id, id),
     constraint outbox_kind_known check (kind in ('indexed', 'deleted'))
@@ -94,6 +98,8 @@ alter table app.outbox force row level security;
 -- indexes
 
 create index outbox_tenant_document_idx on app.outbox (tenant_id, document_id, id);
+create index documents_unfinished_idx on app.documents (tenant_id, updated_at)
+where status in ('queued', 'processing');
 
 -- helpers
 
@@ -202,9 +208,10 @@ using (tenant_id = (select auth.uid()));
 
 -- Lease the oldest pending change of up to `batch` documents.  Only the
 -- oldest entry of a document can be leased, so two relays never work on the
--- same document at once; `up_to_id` covers the entries already waiting.
+-- same document at once; `up_to_id` covers the entries already waiting; the
+-- returned lease token proves, at completion, that nobody took over meanwhile.
 create function internal.outbox_claim(batch integer, lease_seconds integer)
-returns table (tenant_id uuid, document_id uuid, up_to_id bigint, attempts integer)
+returns table (tenant_id uuid, document_id uuid, up_to_id bigint, attempts integer, lease uuid)
 language plpgsql
 security definer
 set search_path = ''
@@ -230,7 +237,8 @@ begin
     update app.outbox as o
     set
         available_at = now() + make_interval(secs => lease_seconds),
-        attempts = o.attempts + 1
+        attempts = o.attempts + 1,
+        lease = gen_random_uuid()
     from due
     where o.tenant_id = due.tenant_id and o.id = due.id
     returning
@@ -240,29 +248,44 @@ begin
             select max(x.id) from app.outbox as x
             where x.tenant_id = o.tenant_id and x.document_id = o.document_id
         ),
-        o.attempts;
+        o.attempts,
+        o.lease;
 end
 $$;
 
 -- The index now matches the document: drop its applied entries and, if it
--- was waiting for the index, it is ready.
-create function internal.outbox_complete(tenant uuid, document uuid, up_to_id bigint)
-returns void
+-- was waiting for the index, it is ready.  If the lease was lost (it expired
+-- and another relay took the document over), what this relay wrote may be
+-- stale: nothing is completed and a new change is recorded, so the document
+-- is synced once more.  Returns whether the change was completed.
+create function internal.outbox_complete(tenant uuid, document uuid, up_to_id bigint, held_lease uuid)
+returns boolean
 language plpgsql
 security definer
 set search_path = ''
 as $$
 begin
+    perform from app.outbox as o
+    where o.tenant_id = tenant and o.document_id = document and o.lease = held_lease
+    for update;
+    if not found then
+        insert into app.outbox (tenant_id, document_id, kind) values (tenant, document, 'indexed');
+        perform pg_notify('quarry_outbox', '');
+        return false;
+    end if;
     delete from app.outbox as o
     where o.tenant_id = tenant and o.document_id = document and o.id <= up_to_id;
     update app.documents as d
     set status = 'ready', ready_at = now()
     where d.tenant_id = tenant and d.id = document and d.status = 'indexing';
+    return true;
 end
 $$;
 
 -- Applying failed (index down, storage down): try again after a delay.
-create function internal.outbox_retry_later(tenant uuid, document uuid, error text, delay_seconds integer)
+create function internal.outbox_retry_later(
+    tenant uuid, document uuid, held_lease uuid, error text, delay_seconds integer
+)
 returns void
 language plpgsql
 security definer
@@ -271,20 +294,44 @@ as $$
 begin
     update app.outbox as o
     set available_at = now() + make_interval(secs => delay_seconds), last_error = left(error, 2000)
-    where o.tenant_id = tenant and o.document_id = document
-        and o.id = (
-            select min(x.id) from app.outbox as x
-            where x.tenant_id = tenant and x.document_id = document
-        );
+    where o.tenant_id = tenant and o.document_id = document and o.lease = held_lease;
 end
 $$;
 
+-- Documents left queued or processing with no job that will ever run them
+-- (a job that failed outright, or was lost) fail with a reason instead of
+-- hanging.  The worker calls this periodically.
+create function internal.fail_abandoned_documents(grace_seconds integer)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+    abandoned integer;
+begin
+    update app.documents as d
+    set status = 'failed', error_reason = 'Processing stopped unexpectedly; upload the file again.'
+    where d.status in ('queued', 'processing')
+        and d.updated_at <= now() - make_interval(secs => grace_seconds)
+        and not exists (
+            select from procrastinate.procrastinate_jobs as j
+            where j.lock = 'document:' || d.id::text and j.status in ('todo', 'doing')
+        );
+    get diagnostics abandoned = row_count;
+    return abandoned;
+end
+$$;
+
+revoke execute on function internal.fail_abandoned_documents(integer) from public;
+grant execute on function internal.fail_abandoned_documents(integer) to quarry_worker;
+
 revoke execute on function internal.outbox_claim(integer, integer) from public;
-revoke execute on function internal.outbox_complete(uuid, uuid, bigint) from public;
-revoke execute on function internal.outbox_retry_later(uuid, uuid, text, integer) from public;
+revoke execute on function internal.outbox_complete(uuid, uuid, bigint, uuid) from public;
+revoke execute on function internal.outbox_retry_later(uuid, uuid, uuid, text, integer) from public;
 grant execute on function internal.outbox_claim(integer, integer) to quarry_gateway, quarry_worker;
-grant execute on function internal.outbox_complete(uuid, uuid, bigint) to quarry_gateway, quarry_worker;
-grant execute on function internal.outbox_retry_later(uuid, uuid, text, integer) to quarry_gateway, quarry_worker;
+grant execute on function internal.outbox_complete(uuid, uuid, bigint, uuid) to quarry_gateway, quarry_worker;
+grant execute on function internal.outbox_retry_later(uuid, uuid, uuid, text, integer) to quarry_gateway, quarry_worker;
 
 -- operator views (Supabase Studio)
 

@@ -3,7 +3,7 @@
 -- the gateway and the worker.
 begin;
 set local search_path = tests, public;
-select plan(35);
+select plan(41);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -12,9 +12,11 @@ insert into ids values ('doc_a', gen_random_uuid()), ('doc_b', gen_random_uuid()
 
 -- The ingest job is deferred in the same transaction as the document row.
 insert into app.documents (tenant_id, id, title, mime_type, blob_key)
-select (select id from ids where name = 'a'), id, 'a.txt', 'text/plain', 'documents/x' from ids where name = 'doc_a';
+select t.id, d.id, 'a.txt', 'text/plain', 'documents/' || t.id || '/' || d.id
+from ids as t cross join ids as d where t.name = 'a' and d.name = 'doc_a';
 insert into app.documents (tenant_id, id, title, mime_type, blob_key)
-select (select id from ids where name = 'b'), id, 'b.txt', 'text/plain', 'documents/y' from ids where name = 'doc_b';
+select t.id, d.id, 'b.txt', 'text/plain', 'documents/' || t.id || '/' || d.id
+from ids as t cross join ids as d where t.name = 'b' and d.name = 'doc_b';
 
 select results_eq(
     $$
@@ -37,6 +39,11 @@ select throws_ok(
 
 -- the worker, acting as tenant A, writes chunks and the text
 select tests.act_as((select id from ids where name = 'a'));
+select throws_ok(
+    $$insert into app.documents (title, blob_key)
+      select 'stolen', 'documents/' || (select id from ids where name = 'b') || '/' || id from ids where name = 'doc_b'$$,
+    '23514', null, 'a document cannot point at another tenant''s stored file'
+);
 select lives_ok(
     $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
                               sparse_indices, sparse_values)
@@ -113,31 +120,39 @@ select throws_ok('select * from app.outbox', '42501', null, 'anon cannot read th
 -- the relay (gateway role): claim, complete
 select tests.reset_actor();
 select set_config('role', 'quarry_gateway', true);
+create temporary table claimed on commit drop as
+select * from internal.outbox_claim(10, 60);
 select results_eq(
-    'select document_id, attempts from internal.outbox_claim(10, 60)',
-    $$select id, 1 from ids where name = 'doc_a'$$,
-    'the gateway claims the pending change, one entry per document'
+    'select document_id, attempts, lease is not null from claimed',
+    $$select id, 1, true from ids where name = 'doc_a'$$,
+    'the gateway claims the pending change, one entry per document, with a lease'
 );
 select is_empty(
     'select * from internal.outbox_claim(10, 60)', 'a leased change is not handed out twice'
 );
 select lives_ok(
-    $$select internal.outbox_retry_later((select id from ids where name = 'a'), (select id from ids where name = 'doc_a'),
-        'index down', 30)$$,
+    $$select internal.outbox_retry_later(tenant_id, document_id, lease, 'index down', 30) from claimed$$,
     'a failed apply is recorded'
+);
+select is(
+    (select internal.outbox_complete(tenant_id, document_id, up_to_id, gen_random_uuid()) from claimed),
+    false,
+    'completing with a lease that is not held completes nothing'
 );
 select tests.reset_actor();
 select results_eq(
-    'select pending, failing from ops.outbox_status', 'values (1::bigint, 1::bigint)',
-    'ops.outbox_status shows the pending change and its failure'
+    'select pending, failing from ops.outbox_status', 'values (2::bigint, 1::bigint)',
+    'ops.outbox_status shows the pending changes (one added by the lost lease) and the failure'
 );
 select results_eq(
     'select last_error from ops.outbox_failures', $$values ('index down')$$, 'ops.outbox_failures shows why'
 );
 update app.outbox set available_at = now();
 select set_config('role', 'quarry_worker', true);
-select lives_ok(
-    $$select internal.outbox_complete(o.tenant_id, o.document_id, o.up_to_id) from internal.outbox_claim(10, 60) as o$$,
+select is(
+    (select bool_and(internal.outbox_complete(o.tenant_id, o.document_id, o.up_to_id, o.lease))
+     from internal.outbox_claim(10, 60) as o),
+    true,
     'the worker (server mode) claims and completes it'
 );
 select throws_ok(
@@ -160,6 +175,25 @@ select results_eq(
              (select kind from app.outbox where document_id = (select id from ids where name = 'doc_a'))$$,
     $$values (0::bigint, 0::bigint, 'deleted')$$,
     'deleting through api.documents removes chunks and text and records a delete change'
+);
+
+-- abandoned documents: no job will ever run them
+select tests.reset_actor();
+delete from procrastinate.procrastinate_jobs where args ->> 'document_id' = (select id::text from ids where name = 'doc_b');
+update app.documents set status = 'processing' where id = (select id from ids where name = 'doc_b');
+select tests.act_as((select id from ids where name = 'b'));
+select throws_ok(
+    'select internal.fail_abandoned_documents(0)', '42501', null, 'tenants cannot run the abandoned-document sweep'
+);
+select tests.reset_actor();
+select set_config('role', 'quarry_worker', true);
+select is(internal.fail_abandoned_documents(3600), 0, 'a recently updated document is left alone');
+select is(internal.fail_abandoned_documents(0), 1, 'the worker fails a document no job will ever run');
+select tests.reset_actor();
+select results_eq(
+    $$select status::text, error_reason from app.documents where id = (select id from ids where name = 'doc_b')$$,
+    $$values ('failed', 'Processing stopped unexpectedly; upload the file again.')$$,
+    'with a reason the user can act on'
 );
 
 -- the service role

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,8 +235,9 @@ def _classify_zip(path: Path) -> str | _Foreign:
             return _Foreign("ZIP archive", "a ZIP archive")
     except ZipLimitExceeded as error:
         raise UnsupportedDocument(error.reason, detected="zip bomb") from error
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError):
-        # RuntimeError: an encrypted entry; NotImplementedError: an unknown compression method.
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error, OSError, ValueError):
+        # RuntimeError: an encrypted entry; NotImplementedError: an unknown compression method;
+        # zlib.error: a corrupt deflate stream.
         return _Foreign("damaged ZIP archive", "a damaged ZIP archive")
 
 

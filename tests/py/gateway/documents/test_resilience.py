@@ -10,7 +10,7 @@ import pytest
 
 from gateway.index.edge import EdgeIndex
 from tests.py.conftest import DatabaseUrls, GatewayFactory, Users
-from tests.py.gateway.documents.conftest import Api, admin_count, index_count
+from tests.py.gateway.documents.conftest import Api, admin_count, blob_exists, index_count
 from tests.py.support.processes import wait_for
 from tests.py.support.tokens import TokenFactory
 
@@ -95,3 +95,39 @@ def test_a_job_run_twice_leaves_one_set_of_chunks_and_points(alice: Api, databas
     assert again["chunk_count"] == document["chunk_count"]
     assert chunk_ids(database, document["id"]) == first_ids
     assert index_count(alice.client, alice.tenant_id, document["id"]) == document["chunk_count"]
+
+
+def test_deleting_a_document_while_it_is_processed_leaves_nothing(alice: Api, database: DatabaseUrls) -> None:
+    text = "\n\n".join(
+        f"Paragraph {i}. " + " ".join(f"Ledger line {i}-{j} of the quarry records stone." for j in range(20))
+        for i in range(150)
+    )
+    document_id = alice.upload("racing.txt", text.encode()).json()["id"]
+    wait_for(lambda: statuses(database, [document_id]) == ["processing"], timeout=60, message="processing to start")
+    assert alice.delete(f"/api/documents/{document_id}").status_code == 204
+
+    def nothing_left() -> bool:
+        return (
+            admin_count(database, "select count(*) from app.outbox where document_id = %s", document_id) == 0
+            and index_count(alice.client, alice.tenant_id, document_id) == 0
+            and not blob_exists(alice.client, alice.tenant_id, document_id)
+        )
+
+    wait_for(nothing_left, timeout=60, message="the delete to be applied")
+    # Give the worker time to finish its run; it must not resurrect anything.
+    wait_for(
+        lambda: (
+            admin_count(
+                database,
+                "select count(*) from procrastinate.procrastinate_jobs"
+                " where args ->> 'document_id' = %s and status in ('todo', 'doing')",
+                document_id,
+            )
+            == 0
+        ),
+        timeout=60,
+        message="the job to end",
+    )
+    assert admin_count(database, "select count(*) from app.chunks where document_id = %s", document_id) == 0
+    assert admin_count(database, "select count(*) from app.document_texts where document_id = %s", document_id) == 0
+    assert nothing_left()

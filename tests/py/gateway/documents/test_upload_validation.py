@@ -77,6 +77,19 @@ def test_deeply_nested_json_is_refused(alice: Api) -> None:
     assert_problem(alice.upload("deep.json", b"[" * 10_000 + b"]" * 10_000), 415)
 
 
+def test_zip_with_a_corrupt_deflate_stream_is_refused(alice: Api) -> None:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mimetype", "application/epub+zip" * 20)
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"mimetype") + len(b"mimetype")
+    data[start : start + 8] = b"\xff" * 8  # break the compressed bytes, keep the directory
+    assert_problem(alice.upload("book.epub", bytes(data)), 415)
+
+
 def test_binary_garbage_is_refused(alice: Api) -> None:
     assert_problem(alice.upload("data.bin", bytes(range(256)) * 10), 415)
 
@@ -128,7 +141,18 @@ def test_title_field_wins(alice: Api) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=0", "limit=101", "limit=abc", "status=done", "source=email", "cursor=not-a-cursor", "colour=red"],
+    [
+        "limit=0",
+        "limit=101",
+        "limit=abc",
+        "limit=%C2%B2",  # a superscript two: a digit to str.isdigit, not to int()
+        "status=done",
+        "source=email",
+        "cursor=not-a-cursor",
+        "cursor=" + "W" * 5000,
+        "cursor=" + "W1tbW1tb" * 25,  # base64 of 150 nested brackets
+        "colour=red",
+    ],
 )
 def test_list_rejects_bad_parameters(alice: Api, query: str) -> None:
     assert_problem(alice.get(f"/api/documents?{query}"), 422)
