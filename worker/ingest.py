@@ -93,11 +93,12 @@ class IngestPipeline:
 
     async def _ingest(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
         claims = {"sub": str(tenant_id)}
-        if not await self._start(claims, document_id):
+        mime_type = await self._start(claims, document_id)
+        if mime_type is None:
             return
         # The key is derived here, never read from the row (a constraint also ties the two).
         key = blob_key(tenant_id, document_id)
-        extracted = await self._extract(key, await self._mime_type(claims, document_id))
+        extracted = await self._extract(key, mime_type)
         embedded = await self._embed(document_id, extracted)
         await self._store(claims, document_id, extracted, embedded)
 
@@ -112,24 +113,20 @@ class IngestPipeline:
             )
         logger.info("document %s failed: %s", document_id, reason)
 
-    async def _start(self, claims: dict[str, str], document_id: uuid.UUID) -> bool:
-        """False if the document is gone or an earlier run of this job already processed it."""
+    async def _start(self, claims: dict[str, str], document_id: uuid.UUID) -> str | None:
+        """The document's type, or None if it is gone or an earlier run already processed it."""
         async with self._database.act_as(claims) as conn:
-            cursor = await conn.execute(
-                """
-                update app.documents set status = 'processing', error_reason = null
-                where id = %s and status in ('queued', 'processing')
-                """,
-                (document_id,),
-            )
-            return cursor.rowcount == 1
-
-    async def _mime_type(self, claims: dict[str, str], document_id: uuid.UUID) -> str:
-        async with self._database.act_as(claims, method="GET") as conn:
             row = await (
-                await conn.execute("select mime_type from app.documents where id = %s", (document_id,))
+                await conn.execute(
+                    """
+                    update app.documents set status = 'processing', error_reason = null
+                    where id = %s and status in ('queued', 'processing')
+                    returning coalesce(mime_type, '') as mime_type
+                    """,
+                    (document_id,),
+                )
             ).fetchone()
-        return str(row["mime_type"]) if row else ""
+        return str(row["mime_type"]) if row else None
 
     async def _extract(self, key: str, mime_type: str) -> Extracted:
         fmt = FORMAT_BY_MIME_TYPE.get(mime_type)
