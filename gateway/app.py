@@ -17,6 +17,7 @@ from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
 from gateway.outbox import OutboxRelay
+from gateway.search import endpoints as search
 from gateway.services import IndexHandle, open_blob_store
 from gateway.settings import Settings
 
@@ -66,7 +67,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await jwks.aclose()
             await pool.close()
 
-    app = Starlette(routes=[*health.routes, *account.routes, *documents.routes, *openapi.routes], lifespan=lifespan)
+    app = Starlette(
+        routes=[*health.routes, *account.routes, *documents.routes, *search.routes, *openapi.routes],
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     return app

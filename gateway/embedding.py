@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -147,3 +148,9 @@ class EmbeddingBatcher:
                 if not future.done():
                     future.set_result(vectors[offset : offset + len(request_texts)])
                 offset += len(request_texts)
+
+
+@functools.lru_cache(maxsize=2)
+def query_embedders(model_dir: Path | None) -> tuple[DenseEmbedder, SparseEmbedder]:
+    """The gateway's embedders, loaded on first use and shared by every app in the process."""
+    return DenseEmbedder(model_dir), SparseEmbedder()

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.auth.dependencies import authenticate, tenant_transaction
+from gateway.errors import Problem
+from gateway.index.base import IndexUnavailable
+from gateway.search.service import Timings, hydrate, parse_request, record_query, run_search
+from gateway.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def read_json(request: Request) -> Any:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise Problem(413, "body-too-large", f"The request body is over {MAX_BODY_BYTES} bytes.")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise Problem(400, "malformed-json", "The body is not valid JSON.") from None
+
+
+async def query(request: Request) -> JSONResponse:
+    """
+    summary: Search the caller's documents (hybrid dense + BM25 by default)
+    description: >-
+      Dense and BM25 prefetches fused with RRF (k=60) inside the vector engine,
+      always under the caller's tenant; filters are applied inside the engine.
+      Every query is recorded in the query log (GET api.query_log via supabase-js).
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [query]
+            properties:
+              query: {type: string, maxLength: 1000}
+              top_k: {type: integer, minimum: 1, maximum: 50, default: 10}
+              mode: {type: string, enum: [hybrid, dense, sparse], default: hybrid}
+              explain: {type: boolean, default: false}
+              filters:
+                type: object
+                properties:
+                  document_ids: {type: array, items: {type: string, format: uuid}, maxItems: 100}
+                  source: {type: string, enum: [upload, drive]}
+                  mime_types: {type: array, items: {type: string}, maxItems: 100}
+                  created_from: {type: string, format: date-time}
+                  created_to: {type: string, format: date-time}
+    responses:
+      200:
+        description: Ranked results with text, document, position and score (and explain, if asked).
+      400: {description: The body is not JSON.}
+      422: {description: An invalid field.}
+      503: {description: The vector index is unavailable.}
+    """
+    principal = await authenticate(request)
+    search_request = parse_request(await read_json(request))
+    settings: Settings = request.app.state.settings
+    timings = Timings()
+    async with tenant_transaction(request, principal) as conn:
+        log_id = await record_query(conn, search_request, None)
+    try:
+        index = await asyncio.to_thread(request.app.state.index.get)
+        hits = await asyncio.to_thread(
+            run_search, index, principal.tenant_id, search_request, settings.embedding_model_dir, timings
+        )
+    except IndexUnavailable:
+        raise Problem(503, "index-unavailable", "Search is unavailable for a moment; try again shortly.") from None
+    async with tenant_transaction(request, principal) as conn:
+        return JSONResponse(await hydrate(conn, hits, search_request, log_id, timings))
+
+
+routes = [Route("/api/query", query, methods=["POST"])]
