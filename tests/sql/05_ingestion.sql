@@ -3,7 +3,7 @@
 -- the gateway and the worker.
 begin;
 set local search_path = tests, public;
-select plan(41);
+select plan(42);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -201,6 +201,11 @@ select tests.act_as_service_role();
 select results_eq('select count(*) from app.documents', 'values (1::bigint)', 'the service role sees every tenant');
 select throws_ok(
     'select * from internal.outbox_claim(1, 1)', '42501', null, 'the service role cannot run the relay'
+);
+
+select has_index(
+    'procrastinate', 'procrastinate_jobs', 'procrastinate_jobs_active_lock_idx', array['lock'],
+    'job fetches find same-lock jobs by index, not by comparing every queued job'
 );
 
 select * from finish();
