@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import os
 import threading
@@ -55,8 +56,17 @@ class DenseEmbedder:
         self._model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
         self.dimensions: int = self._model.get_embedding_dimension() or 0
         self.max_tokens: int = self._model.max_seq_length or 256
-        self.tokenizer: Any = self._model.tokenizer
         self._lock = threading.Lock()
+
+    def independent_tokenizer(self) -> Any:
+        """A copy of the model's tokenizer for use outside embed().
+
+        A Hugging Face fast tokenizer keeps its padding and truncation settings
+        in shared state and rewrites them on every call; counting tokens with
+        the model's own instance while another thread embeds a batch can leave
+        that batch unpadded ("Unable to create tensor").
+        """
+        return copy.deepcopy(self._model.tokenizer)
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> list[list[float]]:
         """Unit-length vectors, one per text."""

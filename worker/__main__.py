@@ -93,7 +93,11 @@ async def run(settings: Settings) -> None:
         pipeline = IngestPipeline(
             database,
             blobs,
-            Chunker(embedder.tokenizer, max_tokens=embedder.max_tokens - 2, overlap_tokens=CHUNK_OVERLAP_TOKENS),
+            Chunker(
+                embedder.independent_tokenizer(),
+                max_tokens=embedder.max_tokens - 2,
+                overlap_tokens=CHUNK_OVERLAP_TOKENS,
+            ),
             batcher,
             SparseEmbedder(),
             embedding_model=embedder.model_name,

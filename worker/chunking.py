@@ -10,6 +10,7 @@ sentence in half.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ class Chunker:
         if not 0 <= overlap_tokens < max_tokens // 2:
             raise ValueError("overlap must be under half the chunk size")
         self._tokenizer = tokenizer
+        # Jobs chunk in worker threads; the tokenizer's settings are shared state.
+        self._tokenizer_lock = threading.Lock()
         self.max_tokens = max_tokens
         self.overlap_tokens = overlap_tokens
 
@@ -52,7 +55,8 @@ class Chunker:
         return chunks
 
     def _split(self, text: str) -> list[tuple[str, int]]:
-        encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        with self._tokenizer_lock:
+            encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets: list[tuple[int, int]] = [tuple(pair) for pair in encoding["offset_mapping"]]
         if not offsets:
             return []
