@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
 from gateway.outbox import OutboxRelay
+from gateway.query_embedding import warm_up_query_embedders
 from gateway.search import endpoints as search
 from gateway.services import IndexHandle, open_blob_store
 from gateway.settings import Settings
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.database = TenantDatabase(pool)
         app.state.blobs = open_blob_store(settings)
         app.state.index = IndexHandle(settings)
+        # Load (or export, the first time) the query model now rather than on the first search.
+        threading.Thread(target=warm_up_query_embedders, args=(settings,), name="query-model", daemon=True).start()
         relay_task = None
         if settings.relay_in_gateway:
             relay = OutboxRelay(

@@ -51,6 +51,7 @@ class Settings:
     qdrant_api_key: str | None
     upload_max_bytes: int
     embedding_model_dir: Path | None
+    model_cache_dir: Path
     worker_concurrency: int
     outbox_max_backoff_seconds: int
 
@@ -124,6 +125,10 @@ class Settings:
             qdrant_api_key=env.get("QDRANT_API_KEY") or None,
             upload_max_bytes=positive_int(env, "UPLOAD_MAX_BYTES", 64 * 1024 * 1024),
             embedding_model_dir=Path(model_dir) if model_dir else None,
+            model_cache_dir=Path(
+                env.get("QUARRY_MODEL_CACHE_DIR")
+                or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "quarry" / "models"
+            ),
             worker_concurrency=positive_int(env, "WORKER_CONCURRENCY", 32),
             outbox_max_backoff_seconds=positive_int(env, "OUTBOX_MAX_BACKOFF_SECONDS", 60),
         )

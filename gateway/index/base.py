@@ -141,6 +141,7 @@ class VectorIndex(Protocol):
         prefetch_limit: int = 100,
         filters: SearchFilters | None = None,
         rrf_k: int = 60,
+        explain: bool = True,
     ) -> list[IndexHit]:
         """The tenant's best `limit` points, all filters applied inside the engine.
 
@@ -148,6 +149,7 @@ class VectorIndex(Protocol):
         sum of 1 / (rrf_k + rank)); its explain ranks come from running those two
         queries again on their own, so for points whose single-vector scores tie
         exactly, the reported order among them may differ from the one fusion used.
+        With explain=False hybrid skips those two queries and its hits carry no ranks.
         dense and sparse return one list, scored by cosine or BM25.
         """
         ...

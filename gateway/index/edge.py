@@ -303,6 +303,7 @@ class EdgeIndex:
         prefetch_limit: int = 100,
         filters: SearchFilters | None = None,
         rrf_k: int = 60,
+        explain: bool = True,
     ) -> list[IndexHit]:
         validate_search(
             dense=dense,
@@ -349,19 +350,19 @@ class EdgeIndex:
                 filter=search_filter,
                 with_payload=HIT_PAYLOAD_FIELDS,
             )
-            # The two prefetches again on their own, for the explain ranks; one planned batch.
-            requests = [
-                fused,
-                single(dense_query, None, prefetch_limit, explain=True),
-                single(sparse_query, idf_params, prefetch_limit, explain=True),
-            ]
+            requests = [fused]
+            if explain:  # the two prefetches again on their own, for the ranks; one planned batch
+                requests += [
+                    single(dense_query, None, prefetch_limit, explain=True),
+                    single(sparse_query, idf_params, prefetch_limit, explain=True),
+                ]
 
         def run(shard: EdgeShard) -> list[list[ScoredPoint]]:
             return shard.query_batch(QueryBatchRequest(requests))
 
         responses = self._read("search", run)
         results = [ranked_point(point.id, point.payload, point.score) for point in responses[0]]
-        if mode == "hybrid":
+        if mode == "hybrid" and explain:
             dense_ranks = ranks((point.id, point.score) for point in responses[1])
             sparse_ranks = ranks((point.id, point.score) for point in responses[2])
             return assemble_hits(tenant_id, mode, results, dense_ranks, sparse_ranks)

@@ -282,6 +282,7 @@ class ServerIndex:
         prefetch_limit: int = 100,
         filters: SearchFilters | None = None,
         rrf_k: int = 60,
+        explain: bool = True,
     ) -> list[IndexHit]:
         validate_search(
             dense=dense,
@@ -340,16 +341,16 @@ class ServerIndex:
                 limit=limit,
                 with_payload=HIT_PAYLOAD_FIELDS,
             )
-            # The two prefetches again on their own, for the explain ranks; one round trip.
-            requests = [
-                fused,
-                single(dense_query, DENSE_VECTOR, None, prefetch_limit, explain=True),
-                single(sparse_query, SPARSE_VECTOR, idf_params, prefetch_limit, explain=True),
-            ]
+            requests = [fused]
+            if explain:  # the two prefetches again on their own, for the ranks; one round trip
+                requests += [
+                    single(dense_query, DENSE_VECTOR, None, prefetch_limit, explain=True),
+                    single(sparse_query, SPARSE_VECTOR, idf_params, prefetch_limit, explain=True),
+                ]
 
         batch = self._call("search", lambda client: client.query_batch_points(self.collection, requests))
         results = [ranked_point(point.id, point.payload, point.score) for point in batch[0].points]
-        if mode == "hybrid":
+        if mode == "hybrid" and explain:
             dense_ranks = ranks((point.id, point.score) for point in batch[1].points)
             sparse_ranks = ranks((point.id, point.score) for point in batch[2].points)
             return assemble_hits(tenant_id, mode, results, dense_ranks, sparse_ranks)

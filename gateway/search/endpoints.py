@@ -10,8 +10,9 @@ from starlette.routing import Route
 
 from gateway.auth.dependencies import authenticate, tenant_transaction
 from gateway.errors import Problem
-from gateway.index.base import IndexUnavailable
+from gateway.index.base import IndexHit, IndexUnavailable
 from gateway.search.service import Timings, hydrate, parse_request, record_query, run_search
+from gateway.services import IndexHandle
 from gateway.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -67,13 +68,29 @@ async def query(request: Request) -> JSONResponse:
     search_request = parse_request(await read_json(request))
     settings: Settings = request.app.state.settings
     timings = Timings()
-    async with tenant_transaction(request, principal) as conn:
-        log_id = await record_query(conn, search_request, None)
-    try:
-        index = await asyncio.to_thread(request.app.state.index.get)
-        hits = await asyncio.to_thread(
-            run_search, index, principal.tenant_id, search_request, settings.embedding_model_dir, timings
+    index_handle: IndexHandle = request.app.state.index
+
+    def embed_and_search() -> list[IndexHit]:
+        index = index_handle.get()
+        return run_search(
+            index,
+            principal.tenant_id,
+            search_request,
+            settings.embedding_model_dir,
+            settings.model_cache_dir,
+            timings,
         )
+
+    # The model works while the query is logged (the log is the gate: a refusal there drops the hits).
+    searching = asyncio.ensure_future(asyncio.to_thread(embed_and_search))
+    try:
+        async with tenant_transaction(request, principal) as conn:
+            log_id = await record_query(conn, search_request, None)
+    except BaseException:
+        await asyncio.gather(searching, return_exceptions=True)
+        raise
+    try:
+        hits = await searching
     except IndexUnavailable:
         raise Problem(503, "index-unavailable", "Search is unavailable for a moment; try again shortly.") from None
     async with tenant_transaction(request, principal) as conn:

@@ -408,6 +408,25 @@ def test_explain_ranks_reproduce_the_fused_order(index: VectorIndex, alice: UUID
     assert min(recomputed) >= best_left_out - 1e-9
 
 
+def test_hybrid_without_explain_fuses_the_same_but_reports_no_ranks(index: VectorIndex, alice: UUID) -> None:
+    doc = uuid.uuid4()
+    points = [
+        point(f"basalt {words(1800 + i, 6 + i)}", unit_vector(1900 + i).tolist(), document_id=doc) for i in range(30)
+    ]
+    index.upsert(alice, points)
+    query = {"dense": unit_vector(16).tolist(), "sparse": sparse_query("basalt"), "mode": "hybrid", "limit": 10}
+
+    explained = index.search(alice, **query, prefetch_limit=20)
+    plain = index.search(alice, **query, prefetch_limit=20, explain=False)
+
+    assert [(hit.id, hit.score) for hit in plain] == [(hit.id, hit.score) for hit in explained]
+    assert all(
+        (hit.dense_rank, hit.dense_score, hit.sparse_rank, hit.sparse_score) == (None, None, None, None)
+        for hit in plain
+    )
+    assert any(hit.dense_rank is not None for hit in explained)
+
+
 def assert_matches_single_list(
     point_id: UUID, rank: int | None, score: float | None, single: Sequence[IndexHit]
 ) -> None:
