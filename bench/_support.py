@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: free ports, subprocess servers, percentiles."""
+"""Helpers shared by the benchmarks: free ports, subprocess servers, the dev stack, percentiles."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 
 
 def free_port() -> int:
@@ -51,3 +52,31 @@ def server(args: list[str], env: dict[str, str], ready_url: str | None, timeout:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def dev_env(database: str, dev_dir: str, data_dir: str) -> dict[str, str]:
+    """Environment for a dev-mode gateway, worker and auth server on their own database and data."""
+    return {
+        "QUARRY_ENV": "development",
+        "QUARRY_DB_NAME": database,
+        "QUARRY_DEV_DIR": dev_dir,
+        "QUARRY_DATA_DIR": data_dir,
+        "SUPABASE_URL": f"http://127.0.0.1:{free_port()}",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@contextmanager
+def dev_stack(env: dict[str, str], jwks_url: str, *, ready_timeout: float = 60.0) -> Iterator[str]:
+    """The dev auth server and one uvicorn gateway process; yields the gateway's base URL."""
+    port = free_port()
+    gateway_args = [
+        PYTHON, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+        "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with (
+        server([PYTHON, "-m", "gateway.dev", "authserver"], env, jwks_url),
+        server(gateway_args, env, f"{base}/readyz", timeout=ready_timeout),
+    ):
+        yield base

@@ -28,7 +28,7 @@ from types import ModuleType
 
 import httpx
 import psycopg
-from _support import REPO_ROOT, free_port, percentile, server
+from _support import PYTHON, REPO_ROOT, dev_env, dev_stack, percentile, server
 
 from gateway.dev.database import prepare_database, with_database
 from gateway.dev.keys import mint_token
@@ -152,28 +152,11 @@ def main() -> None:
     prepare_database(ADMIN_SERVER, DATABASE, fresh=True)
     admin_url = with_database(ADMIN_SERVER, DATABASE)
     with tempfile.TemporaryDirectory() as workdir:
-        env = {
-            "QUARRY_ENV": "development",
-            "QUARRY_DB_NAME": DATABASE,
-            "QUARRY_DEV_DIR": f"{workdir}/dev",
-            "QUARRY_DATA_DIR": f"{workdir}/data",
-            "SUPABASE_URL": f"http://127.0.0.1:{free_port()}",
-            "LOG_LEVEL": "WARNING",
-        }
+        env = dev_env(DATABASE, f"{workdir}/dev", f"{workdir}/data")
         settings = DevSettings.from_env(env)
         token = mint_token(settings, ensure_user(settings.admin_database_url, "bench@example.com"), "bench@example.com")
         headers = {"Authorization": f"Bearer {token}"}
-        base = f"http://127.0.0.1:{free_port()}"
-        python = str(REPO_ROOT / ".venv" / "bin" / "python")
-        gateway_args = [
-            python, "-m", "uvicorn", "gateway.app:create_app", "--factory",
-            "--port", base.rsplit(":", 1)[1], "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
-        with (
-            server([python, "-m", "gateway.dev", "authserver"], env, settings.gateway.jwks_url),
-            server(gateway_args, env, f"{base}/readyz"),
-            server([python, "-m", "worker"], env, None),
-        ):
+        with dev_stack(env, settings.gateway.jwks_url) as base, server([PYTHON, "-m", "worker"], env, None):
             # Warm-up: the worker has loaded its model once this document is ready.
             warm = asyncio.run(upload_all(base, headers, [("warm.txt", b"Warm-up document about granite.")]))
             wait_ready(admin_url, warm, timeout=300)
