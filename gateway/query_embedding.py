@@ -23,6 +23,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 from gateway.embedding import DenseEmbedder, SparseEmbedder, packaged_model_dir
@@ -75,11 +76,13 @@ class ExportedModel:
 
 
 def model_fingerprint(model_dir: Path) -> str:
-    """Changes whenever a file that shapes the vectors, or the exporter, changes."""
-    import onnxruntime
-    import torch
+    """Changes whenever a file that shapes the vectors, or the exporter, changes.
 
-    digest = hashlib.sha256(f"{EXPORT_FORMAT}:{ONNX_OPSET}:{torch.__version__}:{onnxruntime.__version__}".encode())
+    Versions come from package metadata: importing torch would cost the gateway
+    seconds and hundreds of MB at every start, even with the export cached.
+    """
+    exporter = f"{EXPORT_FORMAT}:{ONNX_OPSET}:{package_version('torch')}:{package_version('onnxruntime')}"
+    digest = hashlib.sha256(exporter.encode())
     for path in sorted(model_dir.rglob("*")):
         if path.is_file() and path.suffix in MODEL_FILE_SUFFIXES:
             digest.update(str(path.relative_to(model_dir)).encode())
@@ -92,10 +95,8 @@ def model_fingerprint(model_dir: Path) -> str:
 def _check_structure(model_dir: Path) -> None:
     modules = json.loads((model_dir / "modules.json").read_text())
     kinds = [module["type"].rsplit(".", 1)[-1] for module in modules]
-    if kinds not in (["Transformer", "Pooling", "Normalize"], ["Transformer", "Pooling"]):
-        raise ExportUnsupported(f"modules {kinds}")
-    if kinds[-1] != "Normalize":
-        raise ExportUnsupported("the model does not normalise its embeddings")
+    if kinds != ["Transformer", "Pooling", "Normalize"]:
+        raise ExportUnsupported(f"modules {kinds}, not Transformer, Pooling, Normalize")
     pooling = json.loads((model_dir / modules[1]["path"] / "config.json").read_text())
     enabled = [key for key, value in pooling.items() if key.startswith("pooling_mode_") and value is True]
     if enabled != ["pooling_mode_mean_tokens"]:
