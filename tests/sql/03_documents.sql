@@ -8,11 +8,12 @@ create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to anon, authenticated, service_role;
 insert into ids values ('a', tests.create_user('a@example.com')), ('b', tests.create_user('b@example.com'));
 
-insert into app.documents (tenant_id, id, title)
-select ids.id, gen_random_uuid(), 'doc-' || ids.name || '-' || n
+insert into app.documents (tenant_id, id, title, mime_type)
+select ids.id, gen_random_uuid(), 'doc-' || ids.name || '-' || n, 'text/plain'
 from ids cross join generate_series(1, 2) as n
 where ids.name = 'a';
-insert into app.documents (tenant_id, id, title) select id, gen_random_uuid(), 'doc-b-1' from ids where name = 'b';
+insert into app.documents (tenant_id, id, title, mime_type)
+select id, gen_random_uuid(), 'doc-b-1', 'text/plain' from ids where name = 'b';
 
 -- anon
 select tests.act_as_anon();
@@ -40,12 +41,13 @@ select results_eq(
     'api.documents shows A only A''s rows'
 );
 select throws_ok(
-    $$insert into app.documents (tenant_id, title) values ((select id from ids where name = 'b'), 'forged')$$,
+    $$insert into app.documents (tenant_id, title, mime_type)
+      values ((select id from ids where name = 'b'), 'forged', 'text/plain')$$,
     '42501', 'new row violates row-level security policy for table "documents"',
     'A cannot insert a row with B''s tenant_id'
 );
 select lives_ok(
-    $$insert into app.documents (title) values ('doc-a-3')$$,
+    $$insert into app.documents (title, mime_type) values ('doc-a-3', 'text/plain')$$,
     'A can insert a row of its own; tenant_id defaults to auth.uid()'
 );
 select is(
@@ -75,7 +77,7 @@ select isnt_empty(
     'A can delete its own row through api.documents'
 );
 select throws_ok(
-    $$insert into app.documents (title, status) values ('born ready', 'ready')$$,
+    $$insert into app.documents (title, mime_type, status) values ('born ready', 'text/plain', 'ready')$$,
     '42501', null, 'an insert cannot choose its own lifecycle status'
 );
 select throws_ok(

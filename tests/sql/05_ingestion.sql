@@ -40,8 +40,8 @@ select throws_ok(
 -- the worker, acting as tenant A, writes chunks and the text
 select tests.act_as((select id from ids where name = 'a'));
 select throws_ok(
-    $$insert into app.documents (title, blob_key)
-      select 'stolen', 'documents/' || (select id from ids where name = 'b') || '/' || id from ids where name = 'doc_b'$$,
+    $$insert into app.documents (title, mime_type, blob_key)
+      select 'stolen', 'text/plain', 'documents/' || (select id from ids where name = 'b') || '/' || id from ids where name = 'doc_b'$$,
     '23514', null, 'a document cannot point at another tenant''s stored file'
 );
 select lives_ok(

@@ -109,7 +109,7 @@ async def test_nothing_leaks_to_the_next_user_of_the_connection(db: TenantDataba
 async def test_rls_applies_inside(db: TenantDatabase, database: DatabaseUrls, users: Users) -> None:
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
         for owner in (users.alice, users.bob):
-            conn.execute("insert into app.documents (tenant_id, title) values (%s, 'db-helper-test')", (owner,))
+            conn.execute("insert into app.documents (tenant_id, title, mime_type) values (%s, 'db-helper-test', 'text/plain')", (owner,))
     async with db.act_as({"sub": str(users.alice)}) as conn:
         rows = await (
             await conn.execute("select tenant_id from app.documents where title = 'db-helper-test'")
@@ -139,7 +139,7 @@ async def test_get_is_read_only_and_post_is_not(db: TenantDatabase, users: Users
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             await conn.execute("insert into app.documents (title) values ('from a GET')")
     async with db.act_as({"sub": str(users.alice)}, method="POST") as conn:
-        await conn.execute("insert into app.documents (title) values ('from a POST')")
+        await conn.execute("insert into app.documents (title, mime_type) values ('from a POST', 'text/plain')")
         await conn.execute("delete from app.documents where title = 'from a POST'")
 
 

@@ -106,5 +106,24 @@ begin
 end
 $$;
 
+-- The HTTP response a statement's `raise sqlstate 'PGRST'` asks for, as
+-- {status, code, message, hint, details (parsed)}; null if it succeeded.
+create or replace function tests.refusal(statement text)
+returns jsonb
+language plpgsql
+as $$
+declare
+    body text;
+    response text;
+begin
+    execute statement;
+    return null;
+exception when sqlstate 'PGRST' then
+    get stacked diagnostics body = message_text, response = pg_exception_detail;
+    return body::jsonb
+        || jsonb_build_object('details', (body::jsonb ->> 'details')::jsonb, 'status', (response::jsonb -> 'status'));
+end
+$$;
+
 grant usage on schema tests to public;
 grant execute on all functions in schema tests to public;

@@ -1,0 +1,157 @@
+-- Rate limits: requests per UTC hour per caller (the user for JWT callers,
+-- the key for API-key callers), counted by the gateway with one statement
+-- per request; and api.usage, every limit of the caller's plan with its
+-- usage, for supabase-js and GET /api/billing/usage.
+
+-- tables
+
+-- Requests in the current UTC hour per caller: the tenant itself for JWT
+-- callers, the API key for key callers.
+create table app.rate_limit_windows (
+    tenant_id uuid not null references auth.users (id) on delete cascade,
+    subject_id uuid not null,
+    window_start timestamptz not null,
+    requests integer not null,
+    primary key (tenant_id, subject_id),
+    constraint rate_limit_windows_requests_not_negative check (requests >= 0)
+);
+
+comment on table app.rate_limit_windows is 'Gateway requests per caller in the current hour.';
+
+-- grants
+
+grant select on app.rate_limit_windows to authenticated;
+grant select, delete on app.rate_limit_windows to service_role;
+
+-- RLS
+
+alter table app.rate_limit_windows enable row level security;
+alter table app.rate_limit_windows force row level security;
+
+-- policies
+
+create policy rate_limit_windows_select_own on app.rate_limit_windows
+for select to authenticated
+using (tenant_id = (select auth.uid()));
+
+create policy rate_limit_windows_service on app.rate_limit_windows
+for all to service_role
+using (true);
+
+-- gateway functions
+
+-- One request by a caller: counted in the current UTC hour unless the
+-- plan's limit is already reached.  One statement per request.
+create function internal.hit_rate_limit(tenant uuid, api_key_id uuid default null)
+returns table (request_limit integer, remaining integer, resets_at timestamptz, allowed boolean)
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+    with window_now as (
+        select p.requests_per_hour as request_limit, date_trunc('hour', app.clock(), 'UTC') as window_start
+        from internal.tenant_plan(tenant) as p
+    ),
+
+    hit as (
+        insert into app.rate_limit_windows as w (tenant_id, subject_id, window_start, requests)
+        select tenant, coalesce(api_key_id, tenant), n.window_start, 1 from window_now as n
+        on conflict (tenant_id, subject_id) do update
+        set
+            requests = case
+                when w.window_start = excluded.window_start
+                    then least(w.requests + 1, (select n.request_limit + 1 from window_now as n))
+                else 1
+            end,
+            window_start = excluded.window_start
+        returning w.requests, w.window_start
+    )
+
+    select
+        n.request_limit,
+        greatest(n.request_limit - h.requests, 0),
+        h.window_start + interval '1 hour',
+        h.requests <= n.request_limit
+    from window_now as n cross join hit as h
+$$;
+
+revoke execute on function internal.hit_rate_limit(uuid, uuid) from public;
+grant execute on function internal.hit_rate_limit(uuid, uuid) to quarry_gateway;
+
+-- API (exposed to supabase-js)
+
+-- Each limit of the caller's plan: used, the limit (null: unlimited) and
+-- when the count resets (null: it does not), with the effective plan and
+-- the subscription's status (null: no subscription).
+create view api.usage with (security_invoker = true) as
+with caller as (
+    select
+        p.*,
+        app.clock() as now_at,
+        (
+            select s.status from app.subscriptions as s
+            where s.tenant_id = auth.uid()
+        ) as subscription_status
+    from app.plans as p
+    where p.id = app.effective_plan(auth.uid())
+),
+
+metered as (
+    select
+        q.quota,
+        q.quota_limit,
+        app.quota_period_start(q.quota, c.now_at) as current_period
+    from caller as c
+    cross join lateral (
+        values
+        ('documents_per_month'::app.quota, c.documents_per_month::bigint),
+        ('storage_bytes', c.storage_bytes),
+        ('drive_folders', c.drive_folders::bigint),
+        ('queries_per_day', c.queries_per_day::bigint)
+    ) as q (quota, quota_limit)
+)
+
+select
+    m.quota::text as limit_name,
+    coalesce(
+        (
+            select u.used from app.usage_counters as u
+            where u.tenant_id = auth.uid() and u.quota = m.quota and u.period_start = m.current_period
+        ),
+        0
+    ) as used,
+    m.quota_limit as limit_value,
+    app.quota_resets_at(m.quota, m.current_period, null) as resets_at,
+    c.id as plan,
+    c.subscription_status
+from metered as m cross join caller as c
+union all
+select
+    'exports' as limit_name,
+    case when e.period_start + c.export_interval > c.now_at then 1 else 0 end as used,
+    case when c.export_interval is not null then 1 end as limit_value,
+    case when e.period_start + c.export_interval > c.now_at then e.period_start + c.export_interval end as resets_at,
+    c.id as plan,
+    c.subscription_status
+from caller as c
+left join app.usage_counters as e on e.tenant_id = auth.uid() and e.quota = 'exports'
+union all
+select
+    'requests_per_hour' as limit_name,
+    coalesce(
+        (
+            select w.requests from app.rate_limit_windows as w
+            where
+                w.tenant_id = auth.uid() and w.subject_id = auth.uid()
+                and w.window_start = date_trunc('hour', c.now_at, 'UTC')
+        ),
+        0
+    ) as used,
+    c.requests_per_hour as limit_value,
+    date_trunc('hour', c.now_at, 'UTC') + interval '1 hour' as resets_at,
+    c.id as plan,
+    c.subscription_status
+from caller as c;
+
+grant select on api.usage to authenticated;
