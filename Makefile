@@ -11,7 +11,7 @@ STAMPS := .make
 PGTAP_DB := quarry_pgtap
 ADMIN_URL := postgresql://postgres@127.0.0.1:5432
 
-.PHONY: help setup postgres dev db token test lint test-sql test-py bench lock clean
+.PHONY: help setup postgres dev db token plan test lint test-sql test-py bench lock clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ dev: setup ## run the service: dev database, dev auth (JWKS), gateway on :8000
 token: ## print a dev access token: make -s token USER=alice@example.com
 	@test "$(origin USER)" = "command line" || { echo "usage: make -s token USER=alice@example.com" >&2; exit 2; }
 	@$(PY) -m gateway.dev token "$(USER)"
+
+plan: ## put a dev user on a plan: make plan USER=alice@example.com PLAN=pro
+	@test "$(origin USER)" = "command line" -a -n "$(PLAN)" || { echo "usage: make plan USER=alice@example.com PLAN=free|pro|enterprise" >&2; exit 2; }
+	@$(PY) -m gateway.dev plan "$(USER)" "$(PLAN)"
 
 test: setup lint test-sql test-py ## run every test (lint, pgTAP, pytest)
 

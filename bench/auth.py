@@ -21,7 +21,7 @@ from _support import REPO_ROOT, free_port, percentile, server
 from gateway.dev.database import prepare_database
 from gateway.dev.keys import mint_token
 from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user
+from gateway.dev.users import ensure_user, set_plan
 
 DATABASE = "quarry_bench_auth"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -72,9 +72,14 @@ def main() -> None:
             "QUARRY_DB_NAME": DATABASE,
             "QUARRY_DEV_DIR": dev_dir,
             "SUPABASE_URL": f"http://127.0.0.1:{auth_port}",
+            # The throughput phase sends more than an hour's allowance; the cost of the
+            # rate-limit check is what bench/quota_overhead.py measures.
+            "RATE_LIMITS": "off",
         }
         settings = DevSettings.from_env(env)
-        token = mint_token(settings, ensure_user(settings.admin_database_url, "bench@example.com"), "bench@example.com")
+        user = ensure_user(settings.admin_database_url, "bench@example.com")
+        set_plan(settings.admin_database_url, user, "enterprise")
+        token = mint_token(settings, user, "bench@example.com")
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{gateway_port}"
         python = str(REPO_ROOT / ".venv" / "bin" / "python")

@@ -33,7 +33,7 @@ from _support import PYTHON, REPO_ROOT, dev_env, dev_stack, percentile, server
 from gateway.dev.database import prepare_database, with_database
 from gateway.dev.keys import mint_token
 from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user
+from gateway.dev.users import ensure_user, set_plan
 from gateway.embedding import DenseEmbedder
 
 DATABASE = "quarry_bench_ingest"
@@ -154,7 +154,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         env = dev_env(DATABASE, f"{workdir}/dev", f"{workdir}/data")
         settings = DevSettings.from_env(env)
-        token = mint_token(settings, ensure_user(settings.admin_database_url, "bench@example.com"), "bench@example.com")
+        user = ensure_user(settings.admin_database_url, "bench@example.com")
+        set_plan(settings.admin_database_url, user, "enterprise")  # thousands of documents and queries
+        token = mint_token(settings, user, "bench@example.com")
         headers = {"Authorization": f"Bearer {token}"}
         with dev_stack(env, settings.gateway.jwks_url) as base, server([PYTHON, "-m", "worker"], env, None):
             # Warm-up: the worker has loaded its model once this document is ready.

@@ -32,7 +32,7 @@ from _support import PYTHON, REPO_ROOT, dev_env, dev_stack, server
 from gateway.dev.database import prepare_database, with_database
 from gateway.dev.keys import mint_token
 from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user
+from gateway.dev.users import ensure_user, set_plan
 from gateway.index.base import IndexPoint, SearchMode
 
 DATABASE = "quarry_bench_retrieval"
@@ -138,7 +138,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as dev_dir:
         env = dev_env(DATABASE, dev_dir, str(DATA_DIR))
         settings = DevSettings.from_env(env)
-        token = mint_token(settings, ensure_user(settings.admin_database_url, "bench@example.com"), "bench@example.com")
+        user = ensure_user(settings.admin_database_url, "bench@example.com")
+        set_plan(settings.admin_database_url, user, "enterprise")  # thousands of documents and queries
+        token = mint_token(settings, user, "bench@example.com")
         headers = {"Authorization": f"Bearer {token}"}
         with dev_stack(env, settings.gateway.jwks_url) as base:
             if not reuse:

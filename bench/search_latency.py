@@ -38,6 +38,7 @@ from _support import REPO_ROOT, dev_env, dev_stack, percentile
 from gateway.dev.database import prepare_database, with_database
 from gateway.dev.keys import mint_token
 from gateway.dev.settings import DevSettings
+from gateway.dev.users import set_plan
 from gateway.index.base import IndexPoint, VectorIndex
 
 DATABASE = "quarry_bench_search"
@@ -215,6 +216,8 @@ def main() -> None:
             load(admin_url, index, tenants, vocabulary())
         finally:
             index.close()
+        for tenant in tenants[:QUERY_TENANTS]:
+            set_plan(admin_url, tenant, "pro")  # unlimited queries: the throughput phase sends hundreds each
         tokens = [
             mint_token(settings, tenant, f"tenant-{i}@example.com") for i, tenant in enumerate(tenants[:QUERY_TENANTS])
         ]

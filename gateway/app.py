@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from gateway import openapi
 from gateway.account import endpoints as account
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jwt import JwtVerifier
+from gateway.billing import endpoints as billing
+from gateway.billing.rate_limits import RateLimiter, RateLimitHeaders
 from gateway.db import TenantDatabase, create_pool
 from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.pool = pool
         app.state.database = TenantDatabase(pool)
+        app.state.rate_limiter = RateLimiter(pool, enabled=settings.rate_limits)
         app.state.blobs = open_blob_store(settings)
         app.state.index = IndexHandle(settings)
         # Load (or export, the first time) the query model now rather than on the first search.
@@ -72,7 +76,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await pool.close()
 
     app = Starlette(
-        routes=[*health.routes, *account.routes, *documents.routes, *search.routes, *openapi.routes],
+        routes=[
+            *health.routes,
+            *account.routes,
+            *billing.routes,
+            *documents.routes,
+            *search.routes,
+            *openapi.routes,
+        ],
+        middleware=[Middleware(RateLimitHeaders)],
         lifespan=lifespan,
     )
     app.state.settings = settings

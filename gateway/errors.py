@@ -8,6 +8,7 @@ supabase-js and a call through the gateway answer with the same status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback
@@ -135,13 +136,19 @@ def _problem_from_pgrst(message: str, detail: str) -> Problem:
         logger.error("malformed PGRST error raised by SQL")
         return Problem(500, "internal-error", "The server failed to process the request.")
     code = str(body.get("code") or "sql-error")
-    return Problem(
-        status,
-        code,
-        str(body.get("message") or HTTPStatus(status).phrase),
-        headers=headers,
-        extensions={k: v for k, v in body.items() if k not in _RESERVED_PROBLEM_MEMBERS},
-    )
+    extensions = {k: v for k, v in body.items() if k not in _RESERVED_PROBLEM_MEMBERS and v is not None}
+    # PostgREST keeps only code, message, details and hint, with details a
+    # string: SQL puts a JSON object there, whose members become the problem's.
+    details = extensions.pop("details", None)
+    if isinstance(details, str):
+        with contextlib.suppress(ValueError):
+            details = json.loads(details)
+    if isinstance(details, dict):
+        extensions.update({k: v for k, v in details.items() if k not in _RESERVED_PROBLEM_MEMBERS})
+    elif details is not None:
+        extensions["details"] = details
+    message = str(body.get("message") or HTTPStatus(status).phrase)
+    return Problem(status, code, message, headers=headers, extensions=extensions)
 
 
 def problem_response(problem: Problem, request: Request | None = None) -> Response:

@@ -61,6 +61,44 @@ BASE_SCHEMA: dict[str, Any] = {
                     "plan": {"type": "string", "enum": ["free", "pro", "enterprise"]},
                 },
             },
+            "Usage": {
+                "type": "object",
+                "required": ["plan", "subscription_status", "limits"],
+                "properties": {
+                    "plan": {"type": "string", "enum": ["free", "pro", "enterprise"]},
+                    "subscription_status": {"type": ["string", "null"]},
+                    "limits": {
+                        "type": "object",
+                        "description": "documents_per_month, storage_bytes, drive_folders, queries_per_day,"
+                        " exports, requests_per_hour.",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {
+                                "used": {"type": "integer"},
+                                "limit": {"type": ["integer", "null"], "description": "null: unlimited"},
+                                "resets_at": {"type": ["string", "null"], "format": "date-time"},
+                            },
+                        },
+                    },
+                },
+            },
+            "QuotaExceeded": {
+                "description": "A 402 problem: which limit, the usage, the limit value, when it resets.",
+                "allOf": [
+                    {"$ref": "#/components/schemas/Problem"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "limit": {"type": "string"},
+                            "used": {"type": "integer"},
+                            "limit_value": {"type": "integer"},
+                            "resets_at": {"type": ["string", "null"], "format": "date-time"},
+                            "plan": {"type": "string"},
+                            "hint": {"type": "string"},
+                        },
+                    },
+                ],
+            },
         },
     },
 }

@@ -54,6 +54,7 @@ class Settings:
     model_cache_dir: Path
     worker_concurrency: int
     outbox_max_backoff_seconds: int
+    rate_limits: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -131,6 +132,7 @@ class Settings:
             ),
             worker_concurrency=positive_int(env, "WORKER_CONCURRENCY", 32),
             outbox_max_backoff_seconds=positive_int(env, "OUTBOX_MAX_BACKOFF_SECONDS", 60),
+            rate_limits=choice(env, "RATE_LIMITS", ("on", "off")) == "on",
         )
 
 

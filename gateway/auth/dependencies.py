@@ -1,4 +1,5 @@
-"""Resolve the caller of a request; endpoints call this first."""
+"""Resolve the caller of a request and count it against its rate limit;
+endpoints call this first."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from starlette.requests import Request
 
 from gateway.auth.jwt import JwtVerifier, bearer_token
 from gateway.auth.principal import Principal
+from gateway.billing.rate_limits import RateLimiter
 from gateway.db import Connection, TenantDatabase
 
 
 async def authenticate(request: Request) -> Principal:
     verifier: JwtVerifier = request.app.state.verifier
-    return await verifier.verify(bearer_token(request.headers.get("authorization")))
+    principal = await verifier.verify(bearer_token(request.headers.get("authorization")))
+    rate_limiter: RateLimiter = request.app.state.rate_limiter
+    await rate_limiter.check(request, principal)
+    return principal
 
 
 @asynccontextmanager

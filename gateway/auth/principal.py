@@ -7,10 +7,12 @@ from uuid import UUID
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """A verified caller.  tenant_id is the Supabase user id (the JWT's sub)."""
+    """A verified caller.  tenant_id is the Supabase user id (the JWT's sub);
+    api_key_id names the key when the caller used one (rate limits, query log)."""
 
     tenant_id: UUID
     claims: dict[str, Any]
+    api_key_id: UUID | None = None
 
     @property
     def email(self) -> str | None:

@@ -2,6 +2,7 @@
 
     python -m gateway.dev db [--fresh]      create + migrate the local database
     python -m gateway.dev token EMAIL       print a dev access token for EMAIL
+    python -m gateway.dev plan EMAIL PLAN   put EMAIL on free, pro or enterprise
     python -m gateway.dev run               database, dev auth server, gateway
     python -m gateway.dev authserver        only the dev JWKS server
 
@@ -24,7 +25,7 @@ import psycopg
 from gateway.dev.database import DatabaseSetupError, prepare_database
 from gateway.dev.keys import load_or_create_key, mint_token
 from gateway.dev.settings import DevModeRefused, DevSettings
-from gateway.dev.users import ensure_user
+from gateway.dev.users import PLANS, SUBSCRIPTION_STATUSES, ensure_user, set_plan
 from gateway.settings import SettingsError
 
 
@@ -46,6 +47,18 @@ def cmd_token(settings: DevSettings, args: argparse.Namespace) -> int:
         print(f"error: cannot reach the dev database {name!r}; run `make dev` (or `make db`) first", file=sys.stderr)
         return 2
     print(mint_token(settings, user_id, args.email, ttl_seconds=args.ttl))
+    return 0
+
+
+def cmd_plan(settings: DevSettings, args: argparse.Namespace) -> int:
+    try:
+        user_id = ensure_user(settings.admin_database_url, args.email)
+        set_plan(settings.admin_database_url, user_id, args.plan, args.status)
+    except psycopg.OperationalError:
+        name = database_name(settings.admin_database_url)
+        print(f"error: cannot reach the dev database {name!r}; run `make dev` (or `make db`) first", file=sys.stderr)
+        return 2
+    print(f"{args.email}: {args.plan}" + ("" if args.plan == "free" else f" ({args.status})"), file=sys.stderr)
     return 0
 
 
@@ -155,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("email")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.set_defaults(handler=cmd_token)
+    plan = commands.add_parser("plan", help="put a user on a plan, as the billing webhook would")
+    plan.add_argument("email")
+    plan.add_argument("plan", choices=PLANS)
+    plan.add_argument("--status", choices=SUBSCRIPTION_STATUSES, default="active")
+    plan.set_defaults(handler=cmd_plan)
     run = commands.add_parser("run", help="run the dev auth server and the gateway")
     run.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
     run.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))

@@ -42,9 +42,18 @@ async def upload_document(request: Request) -> JSONResponse:
         content:
           application/json:
             schema: {$ref: '#/components/schemas/Document'}
+      402:
+        description: The monthly document count or the storage of the plan is used up.
+        content:
+          application/problem+json:
+            schema: {$ref: '#/components/schemas/QuotaExceeded'}
       413: {description: The file is over the upload limit.}
-      415: {description: Not multipart, or the file's content is not a supported format.}
+      415:
+        description: >-
+          Not multipart, the file's content is not a supported format, or the format is not
+          in the caller's plan (`plans_allowing` names the plans that include it).
       422: {description: No file, an empty file, or a malformed body.}
+      429: {description: Over the hourly rate limit (see Retry-After).}
       503: {description: File storage unavailable.}
     """
     principal = await authenticate(request)

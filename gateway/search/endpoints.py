@@ -61,7 +61,13 @@ async def query(request: Request) -> JSONResponse:
       200:
         description: Ranked results with text, document, position and score (and explain, if asked).
       400: {description: The body is not JSON.}
+      402:
+        description: The plan's daily query count is used up.
+        content:
+          application/problem+json:
+            schema: {$ref: '#/components/schemas/QuotaExceeded'}
       422: {description: An invalid field.}
+      429: {description: Over the hourly rate limit (see Retry-After).}
       503: {description: The vector index is unavailable.}
     """
     principal = await authenticate(request)
@@ -85,7 +91,7 @@ async def query(request: Request) -> JSONResponse:
     searching = asyncio.ensure_future(asyncio.to_thread(embed_and_search))
     try:
         async with tenant_transaction(request, principal) as conn:
-            log_id = await record_query(conn, search_request, None)
+            log_id = await record_query(conn, search_request, principal.api_key_id)
     except BaseException:
         await asyncio.gather(searching, return_exceptions=True)
         raise

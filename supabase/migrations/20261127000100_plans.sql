@@ -99,11 +99,13 @@ alter table internal.billing_settings force row level security;
 -- The time every quota, period and grace period is measured by.
 create function app.clock()
 returns timestamptz
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select coalesce((select s.clock_override from internal.billing_settings as s), now())
+begin
+    return coalesce((select s.clock_override from internal.billing_settings as s), now());
+end
 $$;
 
 grant execute on function app.clock() to authenticated, service_role;
@@ -113,28 +115,29 @@ grant execute on function app.clock() to authenticated, service_role;
 -- functions see every row.
 create or replace function app.effective_plan(tenant uuid)
 returns text
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select coalesce(
-        (
-            select s.plan_id
-            from app.subscriptions as s
-            where
-                s.tenant_id = tenant
-                and (
-                    s.status in ('active', 'trialing')
-                    or (
-                        s.status = 'past_due'
-                        and app.clock() < s.past_due_since
-                        + (select b.past_due_grace from internal.billing_settings as b)
-                    )
-                )
-        ),
-        'free'
-    )
-    where tenant is not null
+declare
+    subscribed_plan text;
+begin
+    if tenant is null then
+        return null;
+    end if;
+    select s.plan_id into subscribed_plan
+    from app.subscriptions as s
+    where
+        s.tenant_id = tenant
+        and (
+            s.status in ('active', 'trialing')
+            or (
+                s.status = 'past_due'
+                and app.clock() < s.past_due_since + (select b.past_due_grace from internal.billing_settings as b)
+            )
+        );
+    return coalesce(subscribed_plan, 'free');
+end
 $$;
 
 -- When a subscription falls past due, the grace period starts.
@@ -163,12 +166,17 @@ for each row execute function internal.track_past_due();
 -- The limits that apply to a tenant now, for the SECURITY DEFINER checks.
 create function internal.tenant_plan(tenant uuid)
 returns app.plans
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-    select p.* from app.plans as p where p.id = app.effective_plan(tenant)
+declare
+    limits app.plans;
+begin
+    select p.* into limits from app.plans as p where p.id = app.effective_plan(tenant);
+    return limits;
+end
 $$;
 
 revoke execute on function internal.tenant_plan(uuid) from public;

@@ -80,15 +80,17 @@ create index export_requests_tenant_created_idx on app.export_requests (tenant_i
 -- The start of the period a quota counts in, and when it resets (null: never).
 create function app.quota_period_start(quota app.quota, moment timestamptz)
 returns timestamptz
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select case quota
+begin
+    return case quota
         when 'documents_per_month' then date_trunc('month', moment, 'UTC')
         when 'queries_per_day' then date_trunc('day', moment, 'UTC')
         else '-infinity'::timestamptz
-    end
+    end;
+end
 $$;
 
 create function app.quota_resets_at(quota app.quota, period_start timestamptz, export_interval interval)
@@ -157,36 +159,43 @@ $$;
 -- concurrent callers queue.  Returns the new count, or null if refused.
 create function internal.consume_quota(tenant uuid, quota app.quota, amount bigint, quota_limit bigint)
 returns bigint
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
+declare
+    counted bigint;
+begin
     insert into app.usage_counters as c (tenant_id, quota, period_start, used)
-    select tenant, quota, app.quota_period_start(quota, app.clock()), amount
+    select tenant, consume_quota.quota, app.quota_period_start(consume_quota.quota, app.clock()), amount
     where quota_limit is null or amount <= quota_limit
-    on conflict (tenant_id, quota) do update
+    on conflict on constraint usage_counters_pkey do update
     set
         used = case when c.period_start = excluded.period_start then c.used else 0 end + excluded.used,
         period_start = excluded.period_start
     where
         quota_limit is null
         or case when c.period_start = excluded.period_start then c.used else 0 end + excluded.used <= quota_limit
-    returning used
+    returning c.used into counted;
+    return counted;
+end
 $$;
 
 -- Give back what was consumed (storage of a deleted document, a removed
 -- folder); never below zero.
 create function internal.release_quota(tenant uuid, quota app.quota, amount bigint)
 returns void
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
+begin
     update app.usage_counters as c
     set used = greatest(c.used - amount, 0)
-    where c.tenant_id = tenant and c.quota = release_quota.quota
+    where c.tenant_id = tenant and c.quota = release_quota.quota;
+end
 $$;
 
 -- What the counter holds now in the current period (for the refusal message).

@@ -41,39 +41,41 @@ using (true);
 -- gateway functions
 
 -- One request by a caller: counted in the current UTC hour unless the
--- plan's limit is already reached.  One statement per request.
+-- plan's limit is already reached.  One statement per request.  No row when
+-- the user no longer exists (a deleted account's token is still signed).
 create function internal.hit_rate_limit(tenant uuid, api_key_id uuid default null)
 returns table (request_limit integer, remaining integer, resets_at timestamptz, allowed boolean)
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
-    with window_now as (
-        select p.requests_per_hour as request_limit, date_trunc('hour', app.clock(), 'UTC') as window_start
-        from internal.tenant_plan(tenant) as p
-    ),
-
-    hit as (
-        insert into app.rate_limit_windows as w (tenant_id, subject_id, window_start, requests)
-        select tenant, coalesce(api_key_id, tenant), n.window_start, 1 from window_now as n
-        on conflict (tenant_id, subject_id) do update
-        set
-            requests = case
-                when w.window_start = excluded.window_start
-                    then least(w.requests + 1, (select n.request_limit + 1 from window_now as n))
-                else 1
-            end,
-            window_start = excluded.window_start
-        returning w.requests, w.window_start
-    )
-
-    select
-        n.request_limit,
-        greatest(n.request_limit - h.requests, 0),
-        h.window_start + interval '1 hour',
-        h.requests <= n.request_limit
-    from window_now as n cross join hit as h
+declare
+    hour_limit integer;
+    current_window timestamptz;
+    counted integer;
+begin
+    if not exists (select from auth.users as u where u.id = tenant) then
+        return;
+    end if;
+    hour_limit := (internal.tenant_plan(tenant)).requests_per_hour;
+    current_window := date_trunc('hour', app.clock(), 'UTC');
+    insert into app.rate_limit_windows as w (tenant_id, subject_id, window_start, requests)
+    values (tenant, coalesce(api_key_id, tenant), current_window, 1)
+    on conflict on constraint rate_limit_windows_pkey do update
+    set
+        requests = case
+            when w.window_start = excluded.window_start then least(w.requests + 1, hour_limit + 1)
+            else 1
+        end,
+        window_start = excluded.window_start
+    returning w.requests into counted;
+    request_limit := hour_limit;
+    remaining := greatest(hour_limit - counted, 0);
+    resets_at := current_window + interval '1 hour';
+    allowed := counted <= hour_limit;
+    return next;
+end
 $$;
 
 revoke execute on function internal.hit_rate_limit(uuid, uuid) from public;

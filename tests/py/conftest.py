@@ -50,6 +50,12 @@ def users(database: DatabaseUrls) -> Users:
             row = conn.execute("select tests.create_user(%s)", (f"{name}@example.com",)).fetchone()
             assert row is not None
             ids[name] = row[0]
+            # The whole suite acts as these two: Enterprise keeps Free's limits out of
+            # the way of tests about something else (quota tests make their own users).
+            conn.execute(
+                "insert into app.subscriptions (tenant_id, plan_id, status) values (%s, 'enterprise', 'active')",
+                (ids[name],),
+            )
     return Users(**ids)
 
 

@@ -109,7 +109,10 @@ async def test_nothing_leaks_to_the_next_user_of_the_connection(db: TenantDataba
 async def test_rls_applies_inside(db: TenantDatabase, database: DatabaseUrls, users: Users) -> None:
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
         for owner in (users.alice, users.bob):
-            conn.execute("insert into app.documents (tenant_id, title, mime_type) values (%s, 'db-helper-test', 'text/plain')", (owner,))
+            conn.execute(
+                "insert into app.documents (tenant_id, title, mime_type) values (%s, 'db-helper-test', 'text/plain')",
+                (owner,),
+            )
     async with db.act_as({"sub": str(users.alice)}) as conn:
         rows = await (
             await conn.execute("select tenant_id from app.documents where title = 'db-helper-test'")

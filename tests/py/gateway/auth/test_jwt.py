@@ -36,7 +36,7 @@ def test_valid_tokens_are_accepted(gateway: TestClient, tokens: TokenFactory, us
     token = getattr(tokens, algorithm)(users.alice, email="alice@example.com")
     response = me(gateway, token)
     assert response.status_code == 200, response.text
-    assert response.json() == {"tenant_id": str(users.alice), "email": "alice@example.com", "plan": "free"}
+    assert response.json() == {"tenant_id": str(users.alice), "email": "alice@example.com", "plan": "enterprise"}
 
 
 def test_expiry_within_the_leeway_is_accepted(gateway: TestClient, tokens: TokenFactory, users: Users) -> None:

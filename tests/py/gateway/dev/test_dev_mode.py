@@ -113,6 +113,17 @@ def test_make_dev_serves_readyz_and_me_twice_over(dev_env: dict[str, str]) -> No
         again = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
         assert again.json() == first.json()
         assert make_token(dev_env, "alice@example.com") != token  # a new token, same user
+        plan = subprocess.run(
+            ["make", "-s", "plan", "USER=alice@example.com", "PLAN=pro"],
+            cwd=REPO_ROOT,
+            env=dev_env,
+            capture_output=True,
+            text=True,
+        )
+        assert plan.returncode == 0, plan.stderr
+        upgraded = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert upgraded.json()["plan"] == "pro", "the next request sees the new plan"
+        assert upgraded.headers["RateLimit-Limit"] == "500"
     assert (Path(dev_env["QUARRY_DEV_DIR"]) / "jwt-es256-private.pem").stat().st_mode & 0o077 == 0
 
 
@@ -122,7 +133,9 @@ def test_make_token_needs_a_user(dev_env: dict[str, str]) -> None:
     assert "usage: make -s token USER=" in result.stderr
 
 
-@pytest.mark.parametrize("command", [["token", "eve@example.com"], ["authserver"], ["run"], ["db"]])
+@pytest.mark.parametrize(
+    "command", [["token", "eve@example.com"], ["plan", "eve@example.com", "pro"], ["authserver"], ["run"], ["db"]]
+)
 def test_dev_commands_refuse_production(dev_env: dict[str, str], command: list[str]) -> None:
     env = {
         **dev_env,

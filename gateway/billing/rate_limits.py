@@ -1,0 +1,97 @@
+"""Per-hour rate limits, counted in Postgres with one statement per request.
+
+internal.hit_rate_limit() counts the request in the caller's current UTC hour
+(per user for JWT callers, per key for key callers) and answers the plan's
+limit, what is left and when the window resets.  The answer travels in the
+ASGI scope to RateLimitHeaders, which puts RateLimit-Limit, -Remaining and
+-Reset on whatever response the request ends with (a 4xx included).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth.principal import Principal
+from gateway.db import Pool
+from gateway.errors import Problem, unauthorized
+
+SCOPE_KEY = "quarry.rate_limit"
+_HIT = "select request_limit, remaining, resets_at, allowed from internal.hit_rate_limit(%s, %s)"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    limit: int
+    remaining: int
+    resets_at: datetime
+    allowed: bool
+
+    def seconds_to_reset(self, now: float | None = None) -> int:
+        return max(0, math.ceil(self.resets_at.timestamp() - (time.time() if now is None else now)))
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.seconds_to_reset()),
+        }
+
+
+class RateLimiter:
+    def __init__(self, pool: Pool, *, enabled: bool = True) -> None:
+        self.pool = pool
+        self.enabled = enabled
+
+    async def hit(self, tenant_id: uuid.UUID, api_key_id: uuid.UUID | None = None) -> RateLimit:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(_HIT, (tenant_id, api_key_id), prepare=True)
+            row = await cursor.fetchone()
+        if row is None:
+            raise unauthorized("The credentials belong to a user that no longer exists.")
+        return RateLimit(row["request_limit"], row["remaining"], row["resets_at"], row["allowed"])
+
+    async def check(self, request: Request, principal: Principal) -> None:
+        """Count the request; a caller over its limit gets a 429 with Retry-After."""
+        if not self.enabled:
+            return
+        state = await self.hit(principal.tenant_id, principal.api_key_id)
+        request.scope[SCOPE_KEY] = state
+        if not state.allowed:
+            retry_after = max(1, state.seconds_to_reset())
+            raise Problem(
+                429,
+                "rate-limited",
+                f"The plan allows {state.limit} requests per hour; try again in {retry_after} s.",
+                headers={"Retry-After": str(retry_after)},
+                extensions={"limit": "requests_per_hour", "limit_value": state.limit, "retry_after": retry_after},
+            )
+
+
+class RateLimitHeaders:
+    """ASGI middleware: RateLimit-* headers on every response of a counted request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            state = scope.get(SCOPE_KEY)
+            if message["type"] == "http.response.start" and state is not None:
+                headers = MutableHeaders(scope=message)
+                for name, value in state.headers().items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
