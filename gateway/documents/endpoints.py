@@ -22,9 +22,11 @@ async def upload_document(request: Request) -> JSONResponse:
     """
     summary: Upload a document (multipart/form-data, part `file`, optional `title`)
     description: >-
-      The file is streamed to disk (never held in memory), its type is sniffed
-      from its content, and the document row and its ingest job are written in
-      one transaction.  Processing continues in the background; poll
+      The plan's monthly count and storage are checked before the body is read
+      (so an upload that cannot fit is refused at once), the file is streamed
+      to disk (never held in memory), its type is sniffed from its content,
+      and the document row and its ingest job are written in one transaction,
+      with the atomic quota check.  Processing continues in the background; poll
       GET /api/documents/{id} until `status` is `ready` or `failed`.
     requestBody:
       required: true
@@ -59,6 +61,8 @@ async def upload_document(request: Request) -> JSONResponse:
     principal = await authenticate(request)
     settings: Settings = request.app.state.settings
     blobs = request.app.state.blobs
+    async with tenant_transaction(request, principal) as conn:
+        await service.precheck_upload(conn, request.headers.get("content-length"))
     with tempfile.TemporaryDirectory(prefix="quarry-upload-") as workdir:
         upload = await receive_upload(
             request.headers.get("content-type"),

@@ -38,6 +38,9 @@ returning {DOCUMENT_COLUMNS}
 STATUSES = ("queued", "processing", "indexing", "ready", "failed")
 SOURCES = ("upload", "drive")
 MAX_PAGE_SIZE = 100
+# The multipart framing around a file is small: judging the file by the body's
+# length minus this never refuses an upload that would in fact fit.
+MULTIPART_ALLOWANCE = 64 * 1024
 MAX_CURSOR_LENGTH = 200
 
 
@@ -48,6 +51,15 @@ def document_json(row: dict[str, Any]) -> dict[str, Any]:
         )
         for key, value in row.items()
     }
+
+
+async def precheck_upload(conn: Connection, content_length: str | None) -> None:
+    """Refuse (402) before the body is read if the month is used up or the file cannot fit.
+
+    Advisory: it counts nothing; the insert's atomic check decides.
+    """
+    expected = int(content_length) - MULTIPART_ALLOWANCE if content_length and content_length.isdigit() else 0
+    await conn.execute("select internal.precheck_upload(%s)", (max(expected, 0),), prepare=True)
 
 
 async def store_blob(blobs: BlobStore, tenant_id: uuid.UUID, document_id: uuid.UUID, upload: ReceivedUpload) -> str:

@@ -94,6 +94,10 @@ alter table app.subscriptions force row level security;
 alter table internal.billing_settings enable row level security;
 alter table internal.billing_settings force row level security;
 
+-- indexes
+
+create index subscriptions_plan_idx on app.subscriptions (plan_id);
+
 -- helpers
 
 -- The time every quota, period and grace period is measured by.

@@ -25,55 +25,16 @@ create table app.usage_counters (
 
 comment on table app.usage_counters is 'Quota usage per tenant; written only by the quota functions.';
 
--- Stubs until the Drive and export issues: the rows whose creation is metered.
-create table app.drive_folders (
-    tenant_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
-    id uuid not null default gen_random_uuid(),
-    google_folder_id text not null,
-    name text not null,  -- noqa: RF04
-    created_at timestamptz not null default now(),
-    primary key (tenant_id, id),
-    constraint drive_folders_folder_key unique (tenant_id, google_folder_id),
-    constraint drive_folders_name_length check (char_length(name) between 1 and 1024),
-    constraint drive_folders_folder_id_length check (char_length(google_folder_id) between 1 and 256)
-);
-
-comment on table app.drive_folders is 'A Google Drive folder a tenant syncs (metered by the plan).';
-
-create table app.export_requests (
-    tenant_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
-    id uuid not null default gen_random_uuid(),
-    created_at timestamptz not null default now(),
-    primary key (tenant_id, id)
-);
-
-comment on table app.export_requests is 'A request to export all of a tenant''s data (metered by the plan).';
-
 -- grants
 
 grant usage on type app.quota to authenticated, service_role;
 grant select on app.usage_counters to authenticated;
 grant select, delete on app.usage_counters to service_role;
-grant select, delete on app.drive_folders to authenticated;
-grant insert (tenant_id, id, google_folder_id, name) on app.drive_folders to authenticated;
-grant select, insert, update, delete on app.drive_folders to service_role;
-grant select on app.export_requests to authenticated;
-grant insert (tenant_id, id) on app.export_requests to authenticated;
-grant select, insert, delete on app.export_requests to service_role;
 
 -- RLS
 
 alter table app.usage_counters enable row level security;
 alter table app.usage_counters force row level security;
-alter table app.drive_folders enable row level security;
-alter table app.drive_folders force row level security;
-alter table app.export_requests enable row level security;
-alter table app.export_requests force row level security;
-
--- indexes
-
-create index subscriptions_plan_idx on app.subscriptions (plan_id);
-create index export_requests_tenant_created_idx on app.export_requests (tenant_id, created_at desc);
 
 -- helpers
 
@@ -217,31 +178,39 @@ as $$
     )
 $$;
 
--- consume_quota or a 402 naming the limit, the usage and the reset time.
-create function internal.require_quota(tenant uuid, tenant_plan app.plans, quota app.quota, amount bigint)
-returns void
+-- A limit of the plan by name (null: unlimited).
+create function internal.plan_limit(tenant_plan app.plans, quota app.quota)
+returns bigint
 language plpgsql
-volatile
-security definer
+immutable
 set search_path = ''
 as $$
-declare
-    quota_limit bigint := case quota
+begin
+    return case quota
         when 'documents_per_month' then tenant_plan.documents_per_month
         when 'storage_bytes' then tenant_plan.storage_bytes
         when 'drive_folders' then tenant_plan.drive_folders
         when 'queries_per_day' then tenant_plan.queries_per_day
     end;
-    used bigint;
-    resets_at timestamptz;
+end
+$$;
+
+-- The 402 for a quota that cannot take `amount` more: the limit, the usage
+-- and the reset time, in words and as fields.
+create function internal.refuse_quota(tenant uuid, tenant_plan app.plans, quota app.quota, amount bigint)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    quota_limit bigint := internal.plan_limit(tenant_plan, quota);
+    used bigint := internal.quota_used(tenant, quota);
 begin
-    if internal.consume_quota(tenant, quota, amount, quota_limit) is not null then
-        return;
-    end if;
-    used := internal.quota_used(tenant, quota);
-    resets_at := app.quota_resets_at(quota, app.quota_period_start(quota, app.clock()), null);
     perform internal.raise_quota_exceeded(
-        tenant_plan.id, quota, used, quota_limit, resets_at,
+        tenant_plan.id, quota, used, quota_limit,
+        app.quota_resets_at(quota, app.quota_period_start(quota, app.clock()), null),
         case quota
             when 'documents_per_month' then format(
                 'The %s plan allows %s new documents per month; %s have been added this month.',
@@ -261,6 +230,50 @@ begin
             )
         end
     );
+end
+$$;
+
+-- consume_quota, or the 402.
+create function internal.require_quota(tenant uuid, tenant_plan app.plans, quota app.quota, amount bigint)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    if internal.consume_quota(tenant, quota, amount, internal.plan_limit(tenant_plan, quota)) is null then
+        perform internal.refuse_quota(tenant, tenant_plan, quota, amount);
+    end if;
+end
+$$;
+
+-- Before the gateway receives a file: the same 402 the insert would raise if
+-- the month is used up or `expected_bytes` cannot fit, so a client does not
+-- send 60 MB to hear no.  Advisory only: nothing is counted here, and the
+-- insert's atomic check is the one that decides.
+create function internal.precheck_upload(expected_bytes bigint)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    tenant uuid := auth.uid();
+    tenant_plan app.plans;
+begin
+    if tenant is null then
+        return;
+    end if;
+    tenant_plan := internal.tenant_plan(tenant);
+    if internal.quota_used(tenant, 'documents_per_month') + 1
+        > coalesce(tenant_plan.documents_per_month, 'infinity'::numeric) then
+        perform internal.refuse_quota(tenant, tenant_plan, 'documents_per_month', 1);
+    end if;
+    if internal.quota_used(tenant, 'storage_bytes') + greatest(expected_bytes, 0) > tenant_plan.storage_bytes then
+        perform internal.refuse_quota(tenant, tenant_plan, 'storage_bytes', greatest(expected_bytes, 0));
+    end if;
 end
 $$;
 
@@ -351,63 +364,6 @@ begin
 end
 $$;
 
-create function internal.meter_drive_folder()
-returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-    if tg_op = 'DELETE' then
-        perform internal.release_quota(old.tenant_id, 'drive_folders', 1);
-        return null;
-    end if;
-    if new.tenant_id is null then
-        return new;
-    end if;
-    perform internal.require_quota(new.tenant_id, internal.tenant_plan(new.tenant_id), 'drive_folders', 1);
-    return new;
-end
-$$;
-
--- One export per the plan's interval: the counter's period_start is the time
--- of the last accepted request; the upsert only moves it once the interval
--- has passed.
-create function internal.meter_export()
-returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-    tenant_plan app.plans := internal.tenant_plan(new.tenant_id);
-    now_at timestamptz := app.clock();
-    last_at timestamptz;
-begin
-    if new.tenant_id is null then
-        return new;  -- no caller: the not-null constraint and RLS refuse the row
-    end if;
-    insert into app.usage_counters as c (tenant_id, quota, period_start, used)
-    values (new.tenant_id, 'exports', now_at, 1)
-    on conflict (tenant_id, quota) do update
-    set period_start = excluded.period_start, used = c.used + 1
-    where tenant_plan.export_interval is null or c.period_start + tenant_plan.export_interval <= excluded.period_start;
-    if found then
-        return new;
-    end if;
-    select c.period_start into last_at from app.usage_counters as c
-    where c.tenant_id = new.tenant_id and c.quota = 'exports';
-    perform internal.raise_quota_exceeded(
-        tenant_plan.id, 'exports', 1, 1, last_at + tenant_plan.export_interval,
-        format(
-            'The %s plan allows one export per %s; the last one was requested at %s.',
-            tenant_plan.display_name, tenant_plan.export_interval, internal.iso_utc(last_at)
-        )
-    );
-    return null;
-end
-$$;
-
 revoke execute on function internal.raise_http(integer, text, text, jsonb, text) from public;
 revoke execute on function internal.raise_quota_exceeded(
     text, app.quota, bigint, bigint, timestamptz, text
@@ -416,12 +372,14 @@ revoke execute on function internal.consume_quota(uuid, app.quota, bigint, bigin
 revoke execute on function internal.release_quota(uuid, app.quota, bigint) from public;
 revoke execute on function internal.quota_used(uuid, app.quota) from public;
 revoke execute on function internal.require_quota(uuid, app.plans, app.quota, bigint) from public;
+revoke execute on function internal.refuse_quota(uuid, app.plans, app.quota, bigint) from public;
+revoke execute on function internal.plan_limit(app.plans, app.quota) from public;
+revoke execute on function internal.precheck_upload(bigint) from public;
+grant execute on function internal.precheck_upload(bigint) to authenticated;
 revoke execute on function internal.meter_document_insert() from public;
 revoke execute on function internal.meter_document_resize() from public;
 revoke execute on function internal.meter_document_delete() from public;
 revoke execute on function internal.meter_query() from public;
-revoke execute on function internal.meter_drive_folder() from public;
-revoke execute on function internal.meter_export() from public;
 
 create trigger documents_meter_insert
 before insert on app.documents
@@ -441,18 +399,6 @@ create trigger query_log_meter
 before insert on app.query_log
 for each row execute function internal.meter_query();
 
-create trigger drive_folders_meter
-before insert on app.drive_folders
-for each row execute function internal.meter_drive_folder();
-
-create trigger drive_folders_meter_delete
-after delete on app.drive_folders
-for each row execute function internal.meter_drive_folder();
-
-create trigger export_requests_meter
-before insert on app.export_requests
-for each row execute function internal.meter_export();
-
 -- policies
 
 create policy usage_counters_select_own on app.usage_counters
@@ -462,36 +408,6 @@ using (tenant_id = (select auth.uid()));
 create policy usage_counters_service on app.usage_counters
 for all to service_role
 using (true);
-
-create policy drive_folders_select_own on app.drive_folders
-for select to authenticated
-using (tenant_id = (select auth.uid()));
-
-create policy drive_folders_insert_own on app.drive_folders
-for insert to authenticated
-with check (tenant_id = (select auth.uid()));
-
-create policy drive_folders_delete_own on app.drive_folders
-for delete to authenticated
-using (tenant_id = (select auth.uid()));
-
-create policy drive_folders_service on app.drive_folders
-for all to service_role
-using (true)
-with check (true);
-
-create policy export_requests_select_own on app.export_requests
-for select to authenticated
-using (tenant_id = (select auth.uid()));
-
-create policy export_requests_insert_own on app.export_requests
-for insert to authenticated
-with check (tenant_id = (select auth.uid()));
-
-create policy export_requests_service on app.export_requests
-for all to service_role
-using (true)
-with check (true);
 
 -- ops functions
 

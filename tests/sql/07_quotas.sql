@@ -3,7 +3,7 @@
 -- limit refuses with the status PostgREST and the gateway answer with.
 begin;
 set local search_path = tests, public;
-select plan(68);
+select plan(71);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -164,6 +164,10 @@ select is(
 );
 select is((select r ->> 'code' from refused), 'quota-exceeded', '... with a stable code');
 select is((select count(*) from app.documents), 50::bigint, 'nothing of the refused insert was written');
+select is(
+    tests.refusal('select internal.precheck_upload(0)') -> 'details' ->> 'limit', 'documents_per_month',
+    'the upload precheck refuses the same way before a file is sent'
+);
 select results_eq(
     $$select limit_name, used, limit_value, resets_at from api.usage
       where limit_name in ('documents_per_month', 'storage_bytes') order by limit_name$$,
@@ -188,6 +192,10 @@ select lives_ok(
 );
 select is(
     (select used from api.usage where limit_name = 'documents_per_month'), 1::bigint, '... and counts afresh'
+);
+select lives_ok('select internal.precheck_upload(1000)', 'the precheck lets a fitting upload through...');
+select is(
+    (select used from api.usage where limit_name = 'documents_per_month'), 1::bigint, '... and counts nothing'
 );
 truncate refused;
 insert into refused select tests.refusal($$

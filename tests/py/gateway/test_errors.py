@@ -33,6 +33,41 @@ def test_pgrst_errors_choose_status_headers_and_body(database: DatabaseUrls) -> 
     assert problem.body()["limit"] == 50
 
 
+def test_pgrst_details_in_postgrest_shape_become_problem_members(database: DatabaseUrls) -> None:
+    # What the quota functions raise: PostgREST keeps code/message/details/hint,
+    # so the structured fields ride in `details` as a JSON string.
+    error = sql_error(
+        database,
+        """select internal.raise_quota_exceeded('free', 'queries_per_day', 100, 100,
+             '2031-02-02 00:00:00+00', 'The Free plan allows 100 queries per day.')""",
+    )
+    body = problem_from_sql_error(error).body()
+    assert body == {
+        "type": "https://quarry.dev/problems/quota-exceeded",
+        "title": "Payment Required",
+        "status": 402,
+        "detail": "The Free plan allows 100 queries per day.",
+        "limit": "queries_per_day",
+        "used": 100,
+        "limit_value": 100,
+        "resets_at": "2031-02-02T00:00:00Z",
+        "plan": "free",
+        "hint": "Upgrade your plan, or wait until the limit resets.",
+    }
+
+
+def test_pgrst_details_that_are_not_an_object_stay_as_text(database: DatabaseUrls) -> None:
+    error = sql_error(
+        database,
+        """do $$ begin raise sqlstate 'PGRST' using
+             message = '{"code": "c", "message": "m", "details": "just words", "hint": null}',
+             detail = '{"status": 409}'; end $$""",
+    )
+    body = problem_from_sql_error(error).body()
+    assert body["details"] == "just words"
+    assert "hint" not in body
+
+
 @pytest.mark.parametrize(
     ("statement", "status"),
     [

@@ -71,6 +71,23 @@ def test_storage_near_the_limit_admits_only_what_fits(free_user: Api, admin: Adm
     assert admin.used(free_user.tenant_id, "documents_per_month") == 2, "... but not the monthly count"
 
 
+def test_an_upload_that_cannot_fit_is_refused_before_its_body_is_read(free_user: Api, admin: Admin) -> None:
+    admin.prefill(free_user.tenant_id, "documents_per_month", 50)
+    oversized = b"x" * (5 * 1024 * 1024)  # over the test gateway's 4 MiB cap: reading it would be a 413
+
+    body = assert_problem(free_user.upload("big.txt", oversized), 402)
+    assert body["limit"] == "documents_per_month"
+
+    admin.prefill(free_user.tenant_id, "documents_per_month", 0)
+    admin.prefill(free_user.tenant_id, "storage_bytes", 500_000_000 - 1024 * 1024)
+    body = assert_problem(free_user.upload("big.txt", oversized), 402)
+    assert (body["limit"], body["used"]) == ("storage_bytes", 500_000_000 - 1024 * 1024)
+    assert admin.used(free_user.tenant_id, "documents_per_month") == 0, "the precheck counts nothing"
+
+    admin.prefill(free_user.tenant_id, "storage_bytes", 0)
+    assert_problem(free_user.upload("big.txt", oversized), 413)
+
+
 def test_ten_simultaneous_queries_with_one_left(free_user: Api, admin: Admin) -> None:
     admin.prefill(free_user.tenant_id, "queries_per_day", 99)
 
