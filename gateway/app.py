@@ -20,6 +20,8 @@ from gateway.db import TenantDatabase, create_pool
 from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
+from gateway.keys import endpoints as keys
+from gateway.keys.verifier import ApiKeyVerifier, stop_listening
 from gateway.outbox import OutboxRelay
 from gateway.query_embedding import warm_up_query_embedders
 from gateway.search import endpoints as search
@@ -43,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.pool = pool
         app.state.database = TenantDatabase(pool)
         app.state.rate_limiter = RateLimiter(pool, enabled=settings.rate_limits)
+        app.state.key_verifier = ApiKeyVerifier(pool, settings.database_url)
+        key_listener = asyncio.create_task(app.state.key_verifier.listen(), name="api-key-revocations")
         app.state.blobs = open_blob_store(settings)
         app.state.index = IndexHandle(settings)
         # Load (or export, the first time) the query model now rather than on the first search.
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await stop_listening(key_listener)
             if relay_task is not None:
                 relay_task.cancel()
                 await asyncio.gather(relay_task, return_exceptions=True)
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *health.routes,
             *account.routes,
             *billing.routes,
+            *keys.routes,
             *documents.routes,
             *search.routes,
             *openapi.routes,

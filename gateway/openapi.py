@@ -12,7 +12,7 @@ from starlette.schemas import SchemaGenerator
 BASE_SCHEMA: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Quarry gateway", "version": "0.1.0"},
-    "security": [{"supabaseJwt": []}],
+    "security": [{"supabaseJwt": []}, {"apiKey": []}],
     "components": {
         "securitySchemes": {
             "supabaseJwt": {
@@ -20,7 +20,13 @@ BASE_SCHEMA: dict[str, Any] = {
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
                 "description": "A Supabase Auth access token (ES256/RS256 via JWKS, or legacy HS256).",
-            }
+            },
+            "apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "sk_live_…",
+                "description": "An API key from POST /api/keys; `Authorization: sk_…` works too.",
+            },
         },
         "schemas": {
             "Problem": {
@@ -80,6 +86,32 @@ BASE_SCHEMA: dict[str, Any] = {
                             },
                         },
                     },
+                },
+            },
+            "ApiKey": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "name": {"type": "string"},
+                    "prefix": {"type": "string", "description": "sk_live_ and the public lookup id"},
+                    "last4": {"type": "string"},
+                    "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+                    "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "IssuedApiKey": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "name": {"type": "string"},
+                    "key": {"type": "string", "description": "the plaintext key; shown this once"},
+                    "prefix": {"type": "string"},
+                    "last4": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": ["string", "null"], "format": "date-time"},
                 },
             },
             "QuotaExceeded": {

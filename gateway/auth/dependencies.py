@@ -6,20 +6,36 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from starlette.datastructures import State
 from starlette.requests import Request
 
 from gateway.auth.jwt import JwtVerifier, bearer_token
 from gateway.auth.principal import Principal
 from gateway.billing.rate_limits import RateLimiter
 from gateway.db import Connection, TenantDatabase
+from gateway.keys.format import looks_like_api_key
+from gateway.keys.verifier import ApiKeyVerifier
 
 
 async def authenticate(request: Request) -> Principal:
-    verifier: JwtVerifier = request.app.state.verifier
-    principal = await verifier.verify(bearer_token(request.headers.get("authorization")))
+    """The caller (Supabase JWT or API key), counted against its rate limit."""
+    principal = await identify(request.headers.get("authorization"), request.app.state)
     rate_limiter: RateLimiter = request.app.state.rate_limiter
     await rate_limiter.check(request, principal)
     return principal
+
+
+async def identify(authorization: str | None, state: State) -> Principal:
+    """`Authorization: Bearer <JWT>`, `Authorization: Bearer sk_…` or `Authorization: sk_…`."""
+    if authorization and looks_like_api_key(authorization.strip()):
+        key_verifier: ApiKeyVerifier = state.key_verifier
+        return await key_verifier.verify(authorization.strip())
+    token = bearer_token(authorization)
+    if looks_like_api_key(token):
+        key_verifier = state.key_verifier
+        return await key_verifier.verify(token)
+    jwt_verifier: JwtVerifier = state.verifier
+    return await jwt_verifier.verify(token)
 
 
 @asynccontextmanager

@@ -99,9 +99,9 @@ def _principal(claims: dict[str, Any]) -> Principal:
 def bearer_token(authorization: str | None) -> str:
     """The token of an `Authorization: Bearer …` header."""
     if not authorization:
-        raise unauthorized("Send `Authorization: Bearer <token>`.")
+        raise unauthorized("Send `Authorization: Bearer <token>` (a Supabase access token or an API key).")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise unauthorized("Send `Authorization: Bearer <token>`.")
+        raise unauthorized("Send `Authorization: Bearer <token>` (a Supabase access token or an API key).")
     return token

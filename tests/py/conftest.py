@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,7 @@ from gateway.app import create_app
 from gateway.dev.database import prepare_database, run_sql_file, with_database
 from gateway.paths import REPO_ROOT
 from gateway.settings import Settings
+from tests.py.support.admin import Admin
 from tests.py.support.tokens import HS256_SECRET, JwksServer, KeySet, TokenFactory
 
 ADMIN_SERVER_URL = os.environ.get("QUARRY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -123,3 +125,19 @@ def make_gateway(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path
 @pytest.fixture
 def gateway(make_gateway: GatewayFactory) -> TestClient:
     return make_gateway()
+
+
+@pytest.fixture
+def admin(database: DatabaseUrls) -> Admin:
+    return Admin(database.admin_url)
+
+
+@pytest.fixture
+def clock(admin: Admin) -> Iterator[Callable[[datetime | None], None]]:
+    """Move the quota clock (internal.billing_settings.clock_override); back to real time afterwards."""
+
+    def set_clock(at: datetime | None) -> None:
+        admin.execute("update internal.billing_settings set clock_override = %s", at)
+
+    yield set_clock
+    set_clock(None)

@@ -1,4 +1,4 @@
-"""Run the real worker (`python -m worker`) as a subprocess for end-to-end tests."""
+"""Run the real worker (`python -m worker`) and gateways (uvicorn) as subprocesses for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from gateway.paths import REPO_ROOT
 
@@ -34,6 +36,33 @@ def running_worker(env: Mapping[str, str], log_path: Path) -> Iterator[subproces
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def running_gateway(env: Mapping[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """A uvicorn gateway process on port until the block ends; yields its base URL once /readyz answers."""
+    base = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--port", str(port)]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(args, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=60, message=f"the gateway on :{port}")
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_for(predicate: object, *, timeout: float, interval: float = 0.2, message: str = "condition") -> None:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 
 from tests.py.conftest import DatabaseUrls
-from tests.py.gateway.billing.conftest import Admin
+from tests.py.support.admin import Admin
 
 HOLD_SECONDS = 0.05
 

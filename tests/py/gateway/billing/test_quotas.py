@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx2
 
-from tests.py.gateway.billing.conftest import Admin
 from tests.py.gateway.documents.conftest import FIXTURES, Api
 from tests.py.gateway.documents.test_upload_validation import assert_problem
+from tests.py.support.admin import Admin
 
 DOCX = "sample.docx"
 Clock = Callable[[datetime | None], None]

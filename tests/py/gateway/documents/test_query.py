@@ -94,6 +94,23 @@ def test_another_tenant_never_sees_alices_chunks(bob: Api, alice_docs: dict[str,
         assert not {r["document"]["id"] for r in response.json()["results"]} & set(alice_docs.values())
 
 
+def test_api_keys_search_for_their_owner_only(alice: Api, bob: Api, alice_docs: dict[str, str]) -> None:
+    def key_of(api: Api) -> str:
+        response = api.client.post("/api/keys", headers=api.headers, json={"name": "search bot"})
+        assert response.status_code == 201, response.text
+        return str(response.json()["key"])
+
+    body = {"query": "granite quarried on the northern ridge"}
+    alice_key, bob_key = key_of(alice), key_of(bob)
+    mine = alice.client.post("/api/query", headers={"Authorization": alice_key}, json=body)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["results"][0]["document"]["id"] == alice_docs["granite.txt"]
+    for request in (body, {**body, "filters": {"document_ids": list(alice_docs.values())}}):
+        theirs = bob.client.post("/api/query", headers={"Authorization": f"Bearer {bob_key}"}, json=request)
+        assert theirs.status_code == 200, theirs.text
+        assert not {r["document"]["id"] for r in theirs.json()["results"]} & set(alice_docs.values())
+
+
 def test_a_tenant_with_no_documents_gets_an_empty_list(make_gateway: Any, tokens: Any, database: DatabaseUrls) -> None:
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
         row = conn.execute("select tests.create_user(%s)", (f"carol-{uuid.uuid4()}@example.com",)).fetchone()

@@ -1,0 +1,225 @@
+"""API keys end to end: create (gateway and RPC alike), use, list, revoke,
+and every way a key is refused."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.keys.format import checksum
+from tests.py.conftest import DatabaseUrls
+from tests.py.gateway.documents.conftest import Api
+from tests.py.gateway.documents.test_upload_validation import assert_problem
+from tests.py.gateway.keys.conftest import call, create_key, new_key
+from tests.py.support.admin import Admin
+from tests.py.support.tokens import TokenFactory
+
+
+def rpc_create(database: DatabaseUrls, tenant: uuid.UUID, name: str) -> tuple[str | None, dict[str, Any] | None]:
+    """api.create_api_key as supabase-js calls it (as the user, through the exposed schema)."""
+    claims = json.dumps({"sub": str(tenant), "role": "authenticated", "aud": "authenticated"})
+    with psycopg.connect(database.gateway_url) as conn:
+        conn.execute("select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
+                     (claims,))  # fmt: skip
+        try:
+            row = conn.execute("select (k).* from (select api.create_api_key(%s) as k) as issued", (name,)).fetchone()
+        except psycopg.Error as error:
+            return error.sqlstate, json.loads(error.diag.message_detail or "{}")
+        assert row is not None
+        return None, {"key": row[2]}
+
+
+def test_create_returns_the_key_once_and_lists_never_show_it(owner: Api) -> None:
+    response = create_key(owner, "support bot", expires_at="2099-01-01T00:00:00Z")
+
+    assert response.status_code == 201, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    issued = response.json()
+    assert issued["key"].startswith("sk_live_") and len(issued["key"]) == 59
+    assert issued["key"].endswith(issued["last4"]) and issued["key"].startswith(issued["prefix"] + "_")
+    assert (issued["name"], issued["expires_at"]) == ("support bot", "2099-01-01T00:00:00+00:00")
+
+    listing = owner.get("/api/keys")
+    assert listing.status_code == 200
+    (listed,) = listing.json()["data"]
+    assert set(listed) == {
+        "id", "name", "prefix", "last4", "status", "created_at", "expires_at", "revoked_at", "last_used_at"
+    }  # fmt: skip
+    assert (listed["id"], listed["status"], listed["last_used_at"]) == (issued["id"], "active", None)
+    assert issued["key"][len(issued["prefix"]) + 1 :][:-4] not in listing.text, "no part of the secret is listed"
+
+
+def test_a_key_acts_for_its_owner_everywhere(owner: Api, stranger: Api, admin: Admin) -> None:
+    key_id, key = new_key(owner)
+    _, stranger_key = new_key(stranger)
+    bearer, bare = f"Bearer {key}", key
+
+    uploaded = call(owner.client, "POST", "/api/documents", bearer, files={"file": ("a.txt", b"quarry granite")})
+    assert uploaded.status_code == 202, uploaded.text
+    document_id = uploaded.json()["id"]
+    listed = call(owner.client, "GET", "/api/documents", bare)
+    assert [d["id"] for d in listed.json()["data"]] == [document_id]
+    searched = call(owner.client, "POST", "/api/query", bearer, json={"query": "granite", "mode": "sparse"})
+    assert searched.status_code == 200, searched.text
+    assert admin.scalar("select api_key_id from app.query_log where tenant_id = %s", owner.tenant_id) == key_id
+
+    assert call(owner.client, "GET", "/api/documents", f"Bearer {stranger_key}").json()["data"] == []
+    assert call(owner.client, "GET", f"/api/documents/{document_id}", stranger_key).status_code == 404
+    assert call(owner.client, "DELETE", f"/api/documents/{document_id}", stranger_key).status_code == 404
+    assert admin.documents(owner.tenant_id) == 1
+
+
+def test_keys_manage_keys_too_but_only_their_owners(owner: Api, stranger: Api) -> None:
+    key_id, key = new_key(owner)
+    stranger_key_id, _ = new_key(stranger)
+
+    assert call(owner.client, "DELETE", f"/api/keys/{stranger_key_id}", f"Bearer {key}").status_code == 404
+    assert [k["id"] for k in call(owner.client, "GET", "/api/keys", key).json()["data"]] == [str(key_id)]
+    assert call(owner.client, "DELETE", f"/api/keys/{key_id}", key).status_code == 204
+    assert call(owner.client, "GET", "/api/keys", key).status_code == 401
+    assert owner.get("/api/keys").json()["data"][0]["status"] == "revoked"
+    assert owner.delete(f"/api/keys/{key_id}").status_code == 204, "revoking again changes nothing"
+    assert owner.delete(f"/api/keys/{uuid.uuid4()}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("x" * 10_000, "10,000 characters"), ("bell\x07", "a control character"), ("line\nbreak", "a newline"),
+     ("", "empty")],
+)  # fmt: skip
+def test_bad_names_are_422_on_both_paths(owner: Api, database: DatabaseUrls, name: str, why: str) -> None:
+    body = assert_problem(create_key(owner, name), 422)
+    assert body["field"] == "name", why
+
+    sqlstate, response = rpc_create(database, owner.tenant_id, name)
+    assert (sqlstate, response) == ("PGRST", {"status": 422, "headers": {}}), "supabase-js gets the same 422"
+    assert owner.get("/api/keys").json()["data"] == []
+
+
+def test_bad_expiry_and_bodies_are_refused(owner: Api) -> None:
+    assert assert_problem(create_key(owner, "old", expires_at="2001-01-01T00:00:00Z"), 422)["field"] == "expires_at"
+    assert assert_problem(create_key(owner, "naive", expires_at="2099-01-01T00:00:00"), 422)["field"] == "expires_at"
+    assert_problem(create_key(owner, "x", scopes=["all"]), 422)
+    response = owner.client.post("/api/keys", headers=owner.headers, content=b"{not json")
+    assert_problem(response, 400)
+
+
+def test_the_rpc_path_issues_keys_that_work(owner: Api, database: DatabaseUrls) -> None:
+    sqlstate, issued = rpc_create(database, owner.tenant_id, "from supabase-js")
+    assert sqlstate is None and issued is not None
+    assert call(owner.client, "GET", "/api/documents", issued["key"]).status_code == 200
+
+
+def forge(key: str, *, lookup: str | None = None, secret: str | None = None) -> str:
+    """A key with a valid checksum but other parts: past the checksum, it must fail in the database."""
+    body = key[:-6]
+    prefix, lookup_id, secret_part = body[:8], body[8:20], body[21:]
+    new_body = f"{prefix}{lookup or lookup_id}_{secret or secret_part}"
+    return new_body + checksum(new_body)
+
+
+def refusals(owner: Api, admin: Admin, tokens: TokenFactory) -> dict[str, str]:
+    """One Authorization header per way a credential must be refused."""
+    _, good = new_key(owner, "good")
+    revoked_id, revoked = new_key(owner, "revoked")
+    expired_id, expired = new_key(owner, "expired")
+    owner.delete(f"/api/keys/{revoked_id}")
+    admin.execute("update app.api_keys set expires_at = now() - interval '1 second' where id = %s", expired_id)
+    gone_user = admin.new_user()
+    admin.subscribe(gone_user, "pro", "active")
+    gone = Api(owner.client, tokens.es256(gone_user), gone_user)
+    _, orphan = new_key(gone, "orphan")
+    admin.execute("delete from auth.users where id = %s", gone_user)
+    return {
+        "bad checksum": f"Bearer {good[:-1]}{'0' if good[-1] != '0' else '1'}",
+        "unknown id": f"Bearer {forge(good, lookup='ZZZZZZZZZZZZ')}",
+        "wrong secret": f"Bearer {forge(good, secret='A' * 32)}",
+        "revoked": f"Bearer {revoked}",
+        "expired": f"Bearer {expired}",
+        "deleted user": orphan,
+        "empty bearer": "Bearer ",
+        "bearer only": "Bearer",
+        "jwt where a key goes": owner.token,
+        "key in another scheme": f"Token {good}",
+        "basic auth": "Basic dXNlcjpwYXNz",
+    }
+
+
+def test_every_bad_credential_is_a_401_problem(owner: Api, admin: Admin, tokens: TokenFactory) -> None:
+    for why, authorization in refusals(owner, admin, tokens).items():
+        response = call(owner.client, "GET", "/api/documents", authorization)
+        body = assert_problem(response, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), why
+        assert "RateLimit-Limit" not in response.headers, why
+        assert str(body["type"]).endswith("/unauthorized"), why
+
+
+def test_refusals_past_the_checksum_take_the_same_time(owner: Api, admin: Admin, tokens: TokenFactory) -> None:
+    cases = refusals(owner, admin, tokens)
+    timed = ("unknown id", "wrong secret", "revoked", "expired", "deleted user")
+    medians: dict[str, float] = {}
+    for _ in range(2):  # warm up
+        for why in timed:
+            call(owner.client, "GET", "/api/documents", cases[why])
+    samples: dict[str, list[float]] = {why: [] for why in timed}
+    for _ in range(7):
+        for why in timed:  # interleaved, so drift hits every case alike
+            started = time.perf_counter()
+            assert call(owner.client, "GET", "/api/documents", cases[why]).status_code == 401
+            samples[why].append((time.perf_counter() - started) * 1000)
+    medians = {why: statistics.median(values) for why, values in samples.items()}
+    # Each pays one bcrypt check (~50 ms); skipping it would show as a gap of about that size.
+    assert max(medians.values()) - min(medians.values()) < 20, medians
+    assert min(medians.values()) > 20, medians
+
+
+def test_a_malformed_stored_hash_refuses_the_key_instead_of_failing(owner: Api, admin: Admin) -> None:
+    key_id, key = new_key(owner)
+    admin.execute("update app.api_keys set secret_hash = '$2a$04$' || repeat('x', 10) where id = %s", key_id)
+
+    assert_problem(call(owner.client, "GET", "/api/documents", key), 401)
+
+
+def test_last_used_is_written_at_most_once_a_minute(owner: Api, admin: Admin) -> None:
+    key_id, key = new_key(owner)
+    call(owner.client, "GET", "/api/documents", key)
+    first = admin.scalar("select last_used_at from app.api_keys where id = %s", key_id)
+    assert first is not None
+    call(owner.client, "GET", "/api/documents", key)
+    admin.execute("update app.api_keys set secret_hash = secret_hash where id = %s", key_id)
+    assert admin.scalar("select last_used_at from app.api_keys where id = %s", key_id) == first
+
+    admin.execute("update app.api_keys set last_used_at = now() - interval '61 seconds' where id = %s", key_id)
+    admin.execute("select internal.touch_api_key(%s)", key_id)
+    assert admin.scalar("select last_used_at > now() - interval '5 seconds' from app.api_keys where id = %s", key_id)
+
+
+def test_each_key_has_its_own_rate_limit_window(owner: Api, admin: Admin) -> None:
+    key_id, key = new_key(owner)
+    admin.execute(
+        """insert into app.rate_limit_windows (tenant_id, subject_id, window_start, requests)
+           values (%s, %s, date_trunc('hour', app.clock(), 'UTC'), 500)""",
+        owner.tenant_id,
+        key_id,
+    )
+
+    refused = call(owner.client, "GET", "/api/documents", key)
+    assert_problem(refused, 429)
+    assert refused.headers["RateLimit-Limit"] == "500"
+    assert owner.get("/api/documents").status_code == 200, "the user's own window is untouched"
+
+
+def test_keys_are_never_logged(owner: Api, caplog: pytest.LogCaptureFixture, keys_gateway: TestClient) -> None:
+    with caplog.at_level("DEBUG"):
+        _, key = new_key(owner)
+        call(keys_gateway, "GET", "/api/documents", key)
+        call(keys_gateway, "GET", "/api/documents", key[:-1] + "x")
+    secret = key[21:-6]
+    assert secret not in caplog.text and key not in caplog.text
