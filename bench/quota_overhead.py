@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from _support import PYTHON, free_port, percentile, server
+from _support import PYTHON, dev_env, free_port, percentile, server
 
 from gateway.dev.database import prepare_database
 from gateway.dev.keys import mint_token
@@ -58,13 +58,7 @@ def timed(call: Callable[..., httpx.Response], *args: Any, **kwargs: Any) -> flo
 def main() -> None:
     admin_url = prepare_database(ADMIN_SERVER, DATABASE, fresh=True)
     with tempfile.TemporaryDirectory() as dev_dir, tempfile.TemporaryDirectory() as data_dir:
-        env = {
-            "QUARRY_ENV": "development",
-            "QUARRY_DB_NAME": DATABASE,
-            "QUARRY_DEV_DIR": dev_dir,
-            "SUPABASE_URL": f"http://127.0.0.1:{free_port()}",
-            "LOG_LEVEL": "WARNING",
-        }
+        env = {**dev_env(DATABASE, dev_dir, data_dir), "RATE_LIMITS": "on"}
         settings = DevSettings.from_env(env)
         user = ensure_user(settings.admin_database_url, "bench@example.com")
         headers = {"Authorization": f"Bearer {mint_token(settings, user, 'bench@example.com')}"}
