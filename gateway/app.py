@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
-            await stop_listening(key_listener)
+            await stop_listening(key_listener, app.state.key_verifier)
             if relay_task is not None:
                 relay_task.cancel()
                 await asyncio.gather(relay_task, return_exceptions=True)

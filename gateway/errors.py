@@ -112,6 +112,9 @@ def problem_from_sql_error(error: psycopg.Error, *, anonymous: bool = False) -> 
     format.  Server-side failures (5xx) never echo the database's message.
     """
     diag = error.diag
+    if error.sqlstate is None and isinstance(error, psycopg.DataError):
+        # Refused by psycopg before it reached the server (a NUL in text, a number out of range).
+        return Problem(422, "invalid-value", "A value in the request cannot be stored (for example a NUL character).")
     sqlstate = error.sqlstate or ("08000" if isinstance(error, psycopg.OperationalError) else "XX000")
     if sqlstate == "PGRST":
         return _problem_from_pgrst(diag.message_primary or "", diag.message_detail or "")

@@ -100,6 +100,7 @@ BASE_SCHEMA: dict[str, Any] = {
                     "expires_at": {"type": ["string", "null"], "format": "date-time"},
                     "revoked_at": {"type": ["string", "null"], "format": "date-time"},
                     "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+                    "requests_this_hour": {"type": "integer", "description": "this key's gateway requests"},
                 },
             },
             "IssuedApiKey": {

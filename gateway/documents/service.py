@@ -59,7 +59,8 @@ async def precheck_upload(conn: Connection, content_length: str | None) -> None:
     Advisory: it counts nothing; the insert's atomic check decides.
     """
     expected = int(content_length) - MULTIPART_ALLOWANCE if content_length and content_length.isdigit() else 0
-    await conn.execute("select internal.precheck_upload(%s)", (max(expected, 0),), prepare=True)
+    # Absurd lengths are receive_upload's to refuse (413); here they only need to stay a bigint.
+    await conn.execute("select internal.precheck_upload(%s::bigint)", (min(max(expected, 0), 2**62),), prepare=True)
 
 
 async def store_blob(blobs: BlobStore, tenant_id: uuid.UUID, document_id: uuid.UUID, upload: ReceivedUpload) -> str:

@@ -51,7 +51,9 @@ async def readyz(request: Request) -> JSONResponse:
             "not-ready",
             f"The database schema is at {applied or 'nothing'}; this gateway needs {expected}. Apply the migrations.",
         )
-    return JSONResponse({"status": "ready", "schema_version": applied})
+    # Informational: without the revocation listener keys still work, just uncached.
+    listening = request.app.state.key_verifier.cache_trusted
+    return JSONResponse({"status": "ready", "schema_version": applied, "api_key_cache": listening})
 
 
 routes = [

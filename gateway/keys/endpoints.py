@@ -5,8 +5,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth.dependencies import authenticate, tenant_transaction
+from gateway.json_body import read_json
 from gateway.keys import service
-from gateway.search.endpoints import read_json
+from gateway.keys.verifier import ApiKeyVerifier
 
 # The one response that carries a key in plaintext must not be stored anywhere on the way.
 NO_STORE = {"Cache-Control": "no-store"}
@@ -36,6 +37,7 @@ async def create_key(request: Request) -> JSONResponse:
         content:
           application/json:
             schema: {$ref: '#/components/schemas/IssuedApiKey'}
+      403: {description: The caller authenticated with an API key; keys cannot create keys.}
       409: {description: The user already has 100 active keys.}
       422: {description: A bad name or expiry.}
     """
@@ -80,6 +82,8 @@ async def revoke_key(request: Request) -> Response:
     key_id = service.parse_key_id(request.path_params["key_id"])
     async with tenant_transaction(request, principal) as conn:
         await service.revoke_key(conn, key_id)
+    key_verifier: ApiKeyVerifier = request.app.state.key_verifier
+    key_verifier.invalidate(str(key_id))  # here at once; other gateways hear the NOTIFY
     return Response(status_code=204)
 
 

@@ -12,7 +12,7 @@ from gateway.db import Connection
 from gateway.documents.service import document_json
 from gateway.errors import Problem
 
-KEY_COLUMNS = "id, name, prefix, last4, status, created_at, expires_at, revoked_at, last_used_at"
+KEY_COLUMNS = "id, name, prefix, last4, status, created_at, expires_at, revoked_at, last_used_at, requests_this_hour"
 
 
 def parse_create_request(body: Any) -> tuple[str, datetime | None]:

@@ -1,17 +1,22 @@
 """API-key authentication: checksum, lookup, bcrypt, and a short cache that
-a revoke empties on every gateway within moments.
+a revoke empties on every gateway within a second.
 
 A key that passes its checksum is looked up (internal.find_api_key, callable
-only by the gateway's role) and its secret checked with bcrypt off the event
-loop.  Every refusal after the checksum costs one bcrypt check, found or not,
-revoked or not, so response times do not tell the checks apart; the checksum
-itself is public arithmetic, so failing it fast reveals nothing.
+only by the gateway's role) and its secret checked with bcrypt on a small
+thread pool of its own.  Refusals after the checksum take the same time
+whatever failed: a wrong secret, a revoked or expired key cost one bcrypt
+check, and an unknown lookup id waits as long as bcrypt takes (measured as
+it runs) without spending the CPU, so forged keys cannot make the gateway
+hash.  The checksum is public arithmetic: failing it fast reveals nothing.
 
 A success is cached for CACHE_SECONDS (never past the key's expiry), keyed by
-a SHA-256 of the key.  Revocations and deletions are NOTIFYed on
-`quarry_api_keys` by a trigger; every gateway LISTENs and drops the key at
-once.  While the LISTEN connection is down nothing is cached, and what was
-cached is dropped, so a missed notification cannot keep a revoked key alive.
+a SHA-256 of the key.  A trigger NOTIFYs `quarry_api_keys` on revoke or
+delete; each gateway LISTENs on a connection of its own and pings it every
+HEARTBEAT_SECONDS.  Notifications arrive in order before a ping's answer, so
+when a ping returns, every revoke committed before it has been applied; the
+cache is trusted only within TRUST_SECONDS of the last ping.  A dead or
+silent connection therefore stops the cache within a second, and the gateway
+verifies every key afresh until it is back.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hashlib
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,23 +37,36 @@ import psycopg
 
 from gateway.auth.principal import Principal
 from gateway.db import Pool
-from gateway.errors import unauthorized
+from gateway.errors import Problem, unauthorized
 from gateway.keys.format import parse_api_key
 
 logger = logging.getLogger("quarry.keys")
 
 CACHE_SECONDS = 60.0
+HEARTBEAT_SECONDS = 0.3
+TRUST_SECONDS = 1.0
 CHANNEL = "quarry_api_keys"
+TOUCH_INTERVAL_SECONDS = 60.0
 _FIND = "select id, tenant_id, secret_hash, expires_at, revoked_at from internal.find_api_key(%s)"
 _TOUCH = "select internal.touch_api_key(%s)"
-TOUCH_INTERVAL_SECONDS = 60.0
-# A real bcrypt hash (cost 10, as issued) of a secret no key can have (too
-# short): refusals for unknown keys cost the same as for a wrong secret.
-_DUMMY_HASH = b"$2a$10$8LaySKrW4a9oMCklWZTLRuK6vkCsZQ4.wu6qPACRXKwG0fdksVAj."
+# A bcrypt hash (cost 10, as issued) of a secret no key can have: the first
+# timing of bcrypt, before any real key has been checked.
+_CALIBRATION_HASH = b"$2a$10$8LaySKrW4a9oMCklWZTLRuK6vkCsZQ4.wu6qPACRXKwG0fdksVAj."
 
 
-def invalid_key() -> Exception:
+def invalid_key() -> Problem:
     return unauthorized("The API key is not valid (unknown, revoked, expired or mistyped).")
+
+
+def key_principal(tenant_id: uuid.UUID, key_id: uuid.UUID) -> Principal:
+    """What act_as() needs: the claims PostgREST would see for the key's owner, marked as a key."""
+    claims: dict[str, Any] = {
+        "sub": str(tenant_id),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "api_key_id": str(key_id),
+    }
+    return Principal(tenant_id=tenant_id, claims=claims, api_key_id=key_id)
 
 
 @dataclass
@@ -57,20 +76,20 @@ class _Entry:
     touched_at: float
 
 
-def key_principal(tenant_id: uuid.UUID, key_id: uuid.UUID) -> Principal:
-    """What act_as() needs: the claims PostgREST would see for the key's owner."""
-    claims: dict[str, Any] = {"sub": str(tenant_id), "role": "authenticated", "aud": "authenticated"}
-    return Principal(tenant_id=tenant_id, claims=claims, api_key_id=key_id)
-
-
 class ApiKeyVerifier:
     def __init__(self, pool: Pool, database_url: str) -> None:
         self._pool = pool
         self._database_url = database_url
         self._cache: dict[bytes, _Entry] = {}
-        self._listening = False
+        self._confirmed_at = -float("inf")  # monotonic time of the last answered ping
         # Bumped by every invalidation: a lookup that started before one may not cache its answer.
         self._epoch = 0
+        self._bcrypt = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
+        self._bcrypt_seconds: float | None = None
+
+    @property
+    def cache_trusted(self) -> bool:
+        return time.monotonic() - self._confirmed_at <= TRUST_SECONDS
 
     async def verify(self, token: str) -> Principal:
         parsed = parse_api_key(token)
@@ -79,7 +98,7 @@ class ApiKeyVerifier:
         digest = hashlib.sha256(token.encode()).digest()
         now = time.time()
         entry = self._cache.get(digest)
-        if entry is not None and now < entry.valid_until:
+        if entry is not None and now < entry.valid_until and self.cache_trusted:
             if now - entry.touched_at >= TOUCH_INTERVAL_SECONDS:
                 entry.touched_at = now
                 await self._touch(entry.principal)
@@ -87,18 +106,35 @@ class ApiKeyVerifier:
         epoch = self._epoch
         async with self._pool.connection() as conn:
             row = await (await conn.execute(_FIND, (parsed.lookup_id,), prepare=True)).fetchone()
-        stored_hash = row["secret_hash"].encode() if row else _DUMMY_HASH
-        matches = await asyncio.to_thread(_check_secret, parsed.secret.encode(), stored_hash)
-        if row is None or not matches or row["revoked_at"] is not None or _expired(row["expires_at"], now):
+        if row is None:
+            await asyncio.sleep(await self._bcrypt_duration())
+            raise invalid_key()
+        matches = await self._check(parsed.secret.encode(), row["secret_hash"].encode())
+        if not matches or row["revoked_at"] is not None or _expired(row["expires_at"], now):
             raise invalid_key()
         principal = key_principal(row["tenant_id"], row["id"])
         await self._touch(principal)
-        if self._listening and epoch == self._epoch:
+        if self.cache_trusted and epoch == self._epoch:
             valid_until = now + CACHE_SECONDS
             if row["expires_at"] is not None:
                 valid_until = min(valid_until, row["expires_at"].timestamp())
             self._cache[digest] = _Entry(principal, valid_until, now)
         return principal
+
+    async def _check(self, secret: bytes, stored_hash: bytes) -> bool:
+        started = time.perf_counter()
+        matches = await asyncio.get_running_loop().run_in_executor(self._bcrypt, _check_secret, secret, stored_hash)
+        elapsed = time.perf_counter() - started
+        # Follows how long bcrypt takes now (load included), for the unknown-key wait.
+        previous = self._bcrypt_seconds
+        self._bcrypt_seconds = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+        return matches
+
+    async def _bcrypt_duration(self) -> float:
+        if self._bcrypt_seconds is None:
+            await self._check(b"calibration", _CALIBRATION_HASH)
+        assert self._bcrypt_seconds is not None
+        return self._bcrypt_seconds
 
     async def _touch(self, principal: Principal) -> None:
         async with self._pool.connection() as conn:
@@ -114,25 +150,28 @@ class ApiKeyVerifier:
                 del self._cache[digest]
 
     async def listen(self, *, retry_seconds: float = 1.0) -> None:
-        """Follow revocations until cancelled; reconnects, caching nothing while disconnected."""
+        """Follow revocations until cancelled; reconnects, trusting no cache while disconnected."""
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._database_url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self._database_url, autocommit=True, connect_timeout=5
+                ) as conn:
+                    conn.add_notify_handler(lambda notification: self.invalidate(notification.payload))
                     await conn.execute(f"listen {CHANNEL}")
-                    self.invalidate()  # anything revoked while we were not listening
-                    self._listening = True
-                    async for notification in conn.notifies():
-                        self.invalidate(notification.payload)
-            except (psycopg.Error, OSError) as error:
+                    self.invalidate()  # anything revoked while nobody was listening
+                    while True:
+                        await asyncio.wait_for(conn.execute("select 1"), timeout=TRUST_SECONDS)
+                        self._confirmed_at = time.monotonic()
+                        await asyncio.sleep(HEARTBEAT_SECONDS)
+            except (psycopg.Error, OSError, TimeoutError) as error:
                 logger.warning("API key revocation listener lost its connection (%s); retrying", type(error).__name__)
             finally:
-                self._listening = False
+                self._confirmed_at = -float("inf")
                 self.invalidate()
             await asyncio.sleep(retry_seconds)
 
-    @property
-    def listening(self) -> bool:
-        return self._listening
+    def close(self) -> None:
+        self._bcrypt.shutdown(wait=False, cancel_futures=True)
 
 
 def _check_secret(secret: bytes, stored_hash: bytes) -> bool:
@@ -147,7 +186,8 @@ def _expired(expires_at: datetime | None, now: float) -> bool:
     return expires_at is not None and expires_at.timestamp() <= now
 
 
-async def stop_listening(task: asyncio.Task[None]) -> None:
+async def stop_listening(task: asyncio.Task[None], verifier: ApiKeyVerifier) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    verifier.close()

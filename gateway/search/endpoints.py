@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -11,23 +9,10 @@ from starlette.routing import Route
 from gateway.auth.dependencies import authenticate, tenant_transaction
 from gateway.errors import Problem
 from gateway.index.base import IndexHit, IndexUnavailable
+from gateway.json_body import read_json
 from gateway.search.service import Timings, hydrate, parse_request, record_query, run_search
 from gateway.services import IndexHandle
 from gateway.settings import Settings
-
-MAX_BODY_BYTES = 64 * 1024
-
-
-async def read_json(request: Request) -> Any:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise Problem(413, "body-too-large", f"The request body is over {MAX_BODY_BYTES} bytes.")
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise Problem(400, "malformed-json", "The body is not valid JSON.") from None
 
 
 async def query(request: Request) -> JSONResponse:

@@ -114,6 +114,21 @@ $$;
 
 grant execute on function app.clock() to authenticated, service_role;
 
+-- t + i on the UTC calendar: days and months do not stretch or shrink with
+-- the session's time zone (PostgREST callers can choose it).
+create function app.utc_add(t timestamptz, i interval)
+returns timestamptz
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    return (t at time zone 'UTC' + i) at time zone 'UTC';
+end
+$$;
+
+grant execute on function app.utc_add(timestamptz, interval) to authenticated, service_role;
+
 -- The plan whose limits apply now.  Callers see only their own subscription
 -- (RLS), so for anyone else this answers 'free'; the SECURITY DEFINER quota
 -- functions see every row.
@@ -137,7 +152,9 @@ begin
             s.status in ('active', 'trialing')
             or (
                 s.status = 'past_due'
-                and app.clock() < s.past_due_since + (select b.past_due_grace from internal.billing_settings as b)
+                and app.clock() < app.utc_add(
+                    s.past_due_since, (select b.past_due_grace from internal.billing_settings as b)
+                )
             )
         );
     return coalesce(subscribed_plan, 'free');
@@ -151,9 +168,13 @@ language plpgsql
 set search_path = ''
 as $$
 begin
+    -- Only the trigger sets past_due_since: a webhook replaying past_due (an
+    -- upsert included) must not restart the grace period.
     if new.status <> 'past_due' then
         new.past_due_since := null;
-    elsif tg_op = 'INSERT' or old.status <> 'past_due' or new.past_due_since is null then
+    elsif tg_op = 'UPDATE' and old.status = 'past_due' then
+        new.past_due_since := old.past_due_since;
+    else
         new.past_due_since := app.clock();
     end if;
     new.updated_at := now();

@@ -30,6 +30,8 @@ comment on table app.usage_counters is 'Quota usage per tenant; written only by 
 grant usage on type app.quota to authenticated, service_role;
 grant select on app.usage_counters to authenticated;
 grant select, delete on app.usage_counters to service_role;
+-- A document's size is what was stored; changing it would move storage without a file.
+revoke update (size_bytes) on app.documents from authenticated;
 
 -- RLS
 
@@ -61,9 +63,9 @@ stable
 set search_path = ''
 as $$
     select case quota
-        when 'documents_per_month' then (period_start at time zone 'UTC' + interval '1 month') at time zone 'UTC'
-        when 'queries_per_day' then period_start + interval '1 day'
-        when 'exports' then case when period_start > '-infinity' then period_start + export_interval end
+        when 'documents_per_month' then app.utc_add(period_start, interval '1 month')
+        when 'queries_per_day' then app.utc_add(period_start, interval '1 day')
+        when 'exports' then case when period_start > '-infinity' then app.utc_add(period_start, export_interval) end
     end
 $$;
 
@@ -277,6 +279,29 @@ begin
 end
 $$;
 
+-- Whether a new row is to be metered.  The BEFORE triggers run before RLS
+-- checks the row, so a row claiming another tenant is refused here, the way
+-- RLS would refuse it, before it can touch (or reveal) that tenant's
+-- counters.  No tenant at all: not metered (the not-null constraint refuses).
+create function internal.metered_row(tenant uuid, table_name text)
+returns boolean
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    if tenant is null then
+        return false;
+    end if;
+    if auth.uid() is not null and tenant <> auth.uid() then
+        raise sqlstate '42501' using message = format(
+            'new row violates row-level security policy for table "%s"', table_name
+        );
+    end if;
+    return true;
+end
+$$;
+
 -- Upload: the format must be in the plan, then the monthly count and the
 -- storage bytes are reserved, all inside the insert that creates the row.
 create function internal.meter_document_insert()
@@ -286,11 +311,12 @@ security definer
 set search_path = ''
 as $$
 declare
-    tenant_plan app.plans := internal.tenant_plan(new.tenant_id);
+    tenant_plan app.plans;
 begin
-    if new.tenant_id is null then
-        return new;  -- no caller: the not-null constraint and RLS refuse the row
+    if not internal.metered_row(new.tenant_id, tg_table_name) then
+        return new;
     end if;
+    tenant_plan := internal.tenant_plan(new.tenant_id);
     if tenant_plan.formats is not null and (new.mime_type is null or new.mime_type <> all(tenant_plan.formats)) then
         perform internal.raise_http(
             415,
@@ -325,6 +351,9 @@ security definer
 set search_path = ''
 as $$
 begin
+    if not internal.metered_row(new.tenant_id, tg_table_name) then
+        return new;
+    end if;
     if new.size_bytes > old.size_bytes then
         perform internal.require_quota(
             new.tenant_id, internal.tenant_plan(new.tenant_id), 'storage_bytes', new.size_bytes - old.size_bytes
@@ -356,8 +385,8 @@ security definer
 set search_path = ''
 as $$
 begin
-    if new.tenant_id is null then
-        return new;  -- no caller: the not-null constraint and RLS refuse the row
+    if not internal.metered_row(new.tenant_id, tg_table_name) then
+        return new;
     end if;
     perform internal.require_quota(new.tenant_id, internal.tenant_plan(new.tenant_id), 'queries_per_day', 1);
     return new;
@@ -376,6 +405,7 @@ revoke execute on function internal.refuse_quota(uuid, app.plans, app.quota, big
 revoke execute on function internal.plan_limit(app.plans, app.quota) from public;
 revoke execute on function internal.precheck_upload(bigint) from public;
 grant execute on function internal.precheck_upload(bigint) to authenticated;
+revoke execute on function internal.metered_row(uuid, text) from public;
 revoke execute on function internal.meter_document_insert() from public;
 revoke execute on function internal.meter_document_resize() from public;
 revoke execute on function internal.meter_document_delete() from public;
@@ -411,10 +441,13 @@ using (true);
 
 -- ops functions
 
--- Set every tenant's storage counter to the real sum of its documents and
--- report the ones that had drifted.  The counter row is locked first, so an
--- upload in flight either finished (its row is summed) or waits.
-create function internal.reconcile_storage()
+-- Set storage counters to the real sum of the tenants' documents (one
+-- tenant, or all) and report the ones that had drifted.  Each counter row is
+-- created if missing and locked before summing, so an upload in flight has
+-- either committed (its row is summed) or waits for this transaction; for a
+-- large deployment, reconcile tenant by tenant (one transaction each) so no
+-- lock is held for long.
+create function internal.reconcile_storage(only_tenant uuid default null)
 returns table (tenant_id uuid, counted bigint, actual bigint)
 language plpgsql
 volatile
@@ -427,19 +460,19 @@ declare
     real_sum bigint;
 begin
     for tenant in
-        select u.id from auth.users as u
-        union
-        select c.tenant_id from app.usage_counters as c
+        select u.id from auth.users as u where only_tenant is null or u.id = only_tenant
     loop
+        insert into app.usage_counters as c (tenant_id, quota, used) values (tenant, 'storage_bytes', 0)
+        on conflict on constraint usage_counters_pkey do nothing;
         select c.used into counted_before from app.usage_counters as c
         where c.tenant_id = tenant and c.quota = 'storage_bytes'
         for update;
         select coalesce(sum(d.size_bytes), 0) into real_sum from app.documents as d where d.tenant_id = tenant;
-        if coalesce(counted_before, 0) <> real_sum then
-            insert into app.usage_counters as c (tenant_id, quota, used) values (tenant, 'storage_bytes', real_sum)
-            on conflict on constraint usage_counters_pkey do update set used = excluded.used;
+        if counted_before <> real_sum then
+            update app.usage_counters as c set used = real_sum
+            where c.tenant_id = tenant and c.quota = 'storage_bytes';
             reconcile_storage.tenant_id := tenant;
-            counted := coalesce(counted_before, 0);
+            counted := counted_before;
             actual := real_sum;
             return next;
         end if;
@@ -447,5 +480,26 @@ begin
 end
 $$;
 
-revoke execute on function internal.reconcile_storage() from public;
-grant execute on function internal.reconcile_storage() to service_role, quarry_worker;
+revoke execute on function internal.reconcile_storage(uuid) from public;
+grant execute on function internal.reconcile_storage(uuid) to service_role, quarry_worker;
+
+-- data
+
+-- Documents uploaded before this migration are counted from the start.
+insert into app.usage_counters (tenant_id, quota, period_start, used)
+select
+    d.tenant_id,
+    'storage_bytes'::app.quota as quota,
+    '-infinity'::timestamptz as period_start,
+    sum(d.size_bytes) as used
+from app.documents as d
+group by d.tenant_id
+union all
+select
+    d.tenant_id,
+    'documents_per_month'::app.quota as quota,
+    date_trunc('month', now(), 'UTC') as period_start,
+    count(*) as used
+from app.documents as d
+where d.created_at >= date_trunc('month', now(), 'UTC')
+group by d.tenant_id;

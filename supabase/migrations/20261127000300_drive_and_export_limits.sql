@@ -60,7 +60,7 @@ begin
         perform internal.release_quota(old.tenant_id, 'drive_folders', 1);
         return null;
     end if;
-    if new.tenant_id is null then
+    if not internal.metered_row(new.tenant_id, tg_table_name) then
         return new;
     end if;
     perform internal.require_quota(new.tenant_id, internal.tenant_plan(new.tenant_id), 'drive_folders', 1);
@@ -78,25 +78,28 @@ security definer
 set search_path = ''
 as $$
 declare
-    tenant_plan app.plans := internal.tenant_plan(new.tenant_id);
+    tenant_plan app.plans;
     now_at timestamptz := app.clock();
     last_at timestamptz;
 begin
-    if new.tenant_id is null then
-        return new;  -- no caller: the not-null constraint and RLS refuse the row
+    if not internal.metered_row(new.tenant_id, tg_table_name) then
+        return new;
     end if;
+    tenant_plan := internal.tenant_plan(new.tenant_id);
     insert into app.usage_counters as c (tenant_id, quota, period_start, used)
     values (new.tenant_id, 'exports', now_at, 1)
     on conflict (tenant_id, quota) do update
     set period_start = excluded.period_start, used = c.used + 1
-    where tenant_plan.export_interval is null or c.period_start + tenant_plan.export_interval <= excluded.period_start;
+    where
+        tenant_plan.export_interval is null
+        or app.utc_add(c.period_start, tenant_plan.export_interval) <= excluded.period_start;
     if found then
         return new;
     end if;
     select c.period_start into last_at from app.usage_counters as c
     where c.tenant_id = new.tenant_id and c.quota = 'exports';
     perform internal.raise_quota_exceeded(
-        tenant_plan.id, 'exports', 1, 1, last_at + tenant_plan.export_interval,
+        tenant_plan.id, 'exports', 1, 1, app.utc_add(last_at, tenant_plan.export_interval),
         format(
             'The %s plan allows one export per %s; the last one was requested at %s.',
             tenant_plan.display_name, tenant_plan.export_interval, internal.iso_utc(last_at)

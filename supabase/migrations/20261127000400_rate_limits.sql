@@ -1,12 +1,12 @@
--- Rate limits: requests per UTC hour per caller (the user for JWT callers,
--- the key for API-key callers), counted by the gateway with one statement
--- per request; and api.usage, every limit of the caller's plan with its
+-- Rate limits: gateway requests per UTC hour per account (JWT and API-key
+-- callers alike; each key's share is counted too), one statement per
+-- request; and api.usage, every limit of the caller's plan with its
 -- usage, for supabase-js and GET /api/billing/usage.
 
 -- tables
 
--- Requests in the current UTC hour per caller: the tenant itself for JWT
--- callers, the API key for key callers.
+-- Requests in the current UTC hour: subject_id = tenant_id is the account's
+-- count (every request), subject_id = a key's id is that key's share.
 create table app.rate_limit_windows (
     tenant_id uuid not null references auth.users (id) on delete cascade,
     subject_id uuid not null,
@@ -40,9 +40,13 @@ using (true);
 
 -- gateway functions
 
--- One request by a caller: counted in the current UTC hour unless the
--- plan's limit is already reached.  One statement per request.  No row when
--- the user no longer exists (a deleted account's token is still signed).
+-- One request: counted in the account's current UTC hour unless the plan's
+-- allowance is already used (refused requests stop counting at limit + 1).
+-- The allowance is the account's, whoever calls: were each key limited on its
+-- own, minting keys would multiply it.  A key's requests are also counted on
+-- the key, for its owner to see (api.api_keys).  One statement per request
+-- for the gateway.  No row when the user no longer exists (a deleted
+-- account's token is still signed).
 create function internal.hit_rate_limit(tenant uuid, api_key_id uuid default null)
 returns table (request_limit integer, remaining integer, resets_at timestamptz, allowed boolean)
 language plpgsql
@@ -61,7 +65,7 @@ begin
     hour_limit := (internal.tenant_plan(tenant)).requests_per_hour;
     current_window := date_trunc('hour', app.clock(), 'UTC');
     insert into app.rate_limit_windows as w (tenant_id, subject_id, window_start, requests)
-    values (tenant, coalesce(api_key_id, tenant), current_window, 1)
+    values (tenant, tenant, current_window, 1)
     on conflict on constraint rate_limit_windows_pkey do update
     set
         requests = case
@@ -70,6 +74,14 @@ begin
         end,
         window_start = excluded.window_start
     returning w.requests into counted;
+    if api_key_id is not null and counted <= hour_limit then
+        insert into app.rate_limit_windows as w (tenant_id, subject_id, window_start, requests)
+        values (tenant, api_key_id, current_window, 1)
+        on conflict on constraint rate_limit_windows_pkey do update
+        set
+            requests = case when w.window_start = excluded.window_start then w.requests + 1 else 1 end,
+            window_start = excluded.window_start;
+    end if;
     request_limit := hour_limit;
     remaining := greatest(hour_limit - counted, 0);
     resets_at := current_window + interval '1 hour';
@@ -131,9 +143,12 @@ from metered as m cross join caller as c
 union all
 select
     'exports' as limit_name,
-    case when e.period_start + c.export_interval > c.now_at then 1 else 0 end as used,
+    case when app.utc_add(e.period_start, c.export_interval) > c.now_at then 1 else 0 end as used,
     case when c.export_interval is not null then 1 end as limit_value,
-    case when e.period_start + c.export_interval > c.now_at then e.period_start + c.export_interval end as resets_at,
+    case
+        when app.utc_add(e.period_start, c.export_interval) > c.now_at
+            then app.utc_add(e.period_start, c.export_interval)
+    end as resets_at,
     c.id as plan,
     c.subscription_status
 from caller as c

@@ -189,6 +189,14 @@ begin
     if tenant is null then
         perform internal.raise_http(401, 'unauthorized', 'Only a signed-in user can create API keys.', '{}');
     end if;
+    -- A key cannot mint keys: a leaked key must not outlive its revocation.
+    if auth.jwt() ? 'api_key_id' then
+        perform internal.raise_http(
+            403, 'forbidden', 'API keys cannot create API keys; sign in to create one.', '{}'
+        );
+    end if;
+    -- One creation at a time per user, so the cap below cannot be raced.
+    perform pg_advisory_xact_lock(hashtextextended('api_keys:' || tenant::text, 0));
     if key_name is null or char_length(key_name) not between 1 and 200 or key_name ~ '[[:cntrl:]]' then
         perform internal.raise_http(
             422, 'invalid-parameter',
@@ -295,19 +303,25 @@ grant execute on function api.revoke_api_key(uuid) to authenticated;
 
 create view api.api_keys with (security_invoker = true) as
 select
-    id,
-    name,
-    'sk_live_' || lookup_id as prefix,  -- noqa: RF04
-    last4,
+    k.id,
+    k.name,
+    'sk_live_' || k.lookup_id as prefix,  -- noqa: RF04
+    k.last4,
     case
-        when revoked_at is not null then 'revoked'
-        when expires_at <= now() then 'expired'
+        when k.revoked_at is not null then 'revoked'
+        when k.expires_at <= now() then 'expired'
         else 'active'
     end as status,
-    created_at,
-    expires_at,
-    revoked_at,
-    last_used_at
-from app.api_keys;
+    k.created_at,
+    k.expires_at,
+    k.revoked_at,
+    k.last_used_at,
+    coalesce(w.requests, 0) as requests_this_hour
+from app.api_keys as k
+left join app.rate_limit_windows as w
+    on
+        k.tenant_id = w.tenant_id
+        and k.id = w.subject_id
+        and w.window_start = date_trunc('hour', app.clock(), 'UTC');
 
 grant select on api.api_keys to authenticated;

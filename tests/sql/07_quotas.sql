@@ -3,7 +3,7 @@
 -- limit refuses with the status PostgREST and the gateway answer with.
 begin;
 set local search_path = tests, public;
-select plan(71);
+select plan(75);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -123,6 +123,14 @@ select is(
     '2026-03-15 12:00:00+00'::timestamptz,
     'another past_due update does not restart the grace period'
 );
+insert into app.subscriptions (tenant_id, plan_id, status, past_due_since)
+values (pg_temp.user_id('a'), 'pro', 'past_due', '2026-03-22 11:59:59+00')
+on conflict (tenant_id) do update set status = excluded.status, past_due_since = excluded.past_due_since;
+select is(
+    (select past_due_since from app.subscriptions where tenant_id = pg_temp.user_id('a')),
+    '2026-03-15 12:00:00+00'::timestamptz,
+    'nor does a replayed webhook upsert that carries a fresh past_due_since'
+);
 select pg_temp.set_clock('2026-03-22 12:00:00+00');
 select is(app.effective_plan(pg_temp.user_id('a')), 'free', '... and falls to Free when it ends (7 days)');
 update internal.billing_settings set past_due_grace = interval '10 days';
@@ -211,9 +219,22 @@ select lives_ok(
     'storage up to the limit exactly is accepted'
 );
 select throws_ok(
-    $$update app.documents set size_bytes = size_bytes + 1 where title = 'april'$$,
-    'PGRST', null, 'growing a document past the storage limit is refused'
+    $$update app.documents set size_bytes = 1 where title = 'fits'$$,
+    '42501', null, 'a user cannot shrink a document''s size to free storage'
 );
+select tests.reset_actor();
+select throws_ok(
+    $$update app.documents set size_bytes = size_bytes + 1 where title = 'april'$$,
+    'PGRST', null, 'growing a document past the storage limit is refused (any role)'
+);
+select tests.act_as(pg_temp.user_id('b'));
+select throws_ok(
+    $$insert into app.documents (tenant_id, title, mime_type, size_bytes)
+      values (pg_temp.user_id('c'), 'forged', 'text/plain', 1)$$,
+    '42501', 'new row violates row-level security policy for table "documents"',
+    'a row claiming another tenant is refused as RLS would, not with that tenant''s quota'
+);
+select tests.act_as(pg_temp.user_id('c'));
 
 -- storage reconciliation (ops) and the floor at zero
 
@@ -307,12 +328,16 @@ select results_eq(
 );
 select is(
     (select allowed from internal.hit_rate_limit(pg_temp.user_id('c'), pg_temp.user_id('b'))),
-    true, 'an API key has a window of its own'
+    false, 'an API key draws on the account''s allowance: minting keys cannot multiply it'
 );
 reset role;
 select is(
     (select requests from app.rate_limit_windows where subject_id = pg_temp.user_id('c')), 51,
     'refused requests do not run the counter past the limit'
+);
+select is(
+    (select count(*) from app.rate_limit_windows where subject_id = pg_temp.user_id('b')), 0::bigint,
+    'a refused key request is not counted on the key'
 );
 select pg_temp.set_clock('2026-05-02 01:00:00+00');
 set local role quarry_gateway;

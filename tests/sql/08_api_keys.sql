@@ -2,7 +2,7 @@
 -- their hash, looked up only by the gateway's role.
 begin;
 set local search_path = tests, public;
-select plan(24);
+select plan(25);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -51,6 +51,15 @@ select is(
     (tests.refusal($$select api.create_api_key('late', now() - interval '1 second')$$) -> 'status'), '422'::jsonb,
     'an expiry in the past is a 422'
 );
+select tests.act_as(
+    (select id from ids where name = 'a'),
+    jsonb_build_object('sub', (select id from ids where name = 'a'), 'aud', 'authenticated', 'api_key_id', gen_random_uuid())
+);
+select is(
+    (tests.refusal($$select api.create_api_key('minted by a key')$$) -> 'status'), '403'::jsonb,
+    'a caller authenticated by an API key cannot create keys'
+);
+select tests.act_as((select id from ids where name = 'a'));
 
 select tests.act_as((select id from ids where name = 'b'));
 select is_empty('select * from api.api_keys', 'B sees none of A''s keys');

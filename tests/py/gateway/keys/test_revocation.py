@@ -29,13 +29,21 @@ def free_port() -> int:
 
 @pytest.fixture
 def two_gateways(database: DatabaseUrls, jwks_server: JwksServer, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    urls = []
     with (
         running_gateway(gateway_env(database, jwks_server, tmp_path / "a"), free_port(), tmp_path / "a.log") as first,
         running_gateway(gateway_env(database, jwks_server, tmp_path / "b"), free_port(), tmp_path / "b.log") as second,
     ):
-        urls = [first, second]
-        yield urls[0], urls[1]
+        for base in (first, second):
+            wait_for_key_cache(base)
+        yield first, second
+
+
+def wait_for_key_cache(base: str) -> None:
+    """Until the gateway's revocation listener is up, it verifies every key afresh (nothing to test)."""
+    deadline = time.monotonic() + 10
+    while not httpx.get(f"{base}/readyz").json().get("api_key_cache"):
+        assert time.monotonic() < deadline, "the revocation listener did not connect"
+        time.sleep(0.05)
 
 
 def status(base: str, key: str) -> int:
