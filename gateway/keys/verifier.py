@@ -160,7 +160,9 @@ class ApiKeyVerifier:
                     await conn.execute(f"listen {CHANNEL}")
                     self.invalidate()  # anything revoked while nobody was listening
                     while True:
-                        await asyncio.wait_for(conn.execute("select 1"), timeout=TRUST_SECONDS)
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+                        async with asyncio.timeout(TRUST_SECONDS):
+                            await conn.execute("select 1")
                         self._confirmed_at = time.monotonic()
                         await asyncio.sleep(HEARTBEAT_SECONDS)
             except (psycopg.Error, OSError, TimeoutError) as error:
