@@ -3,7 +3,7 @@
 -- limit refuses with the status PostgREST and the gateway answer with.
 begin;
 set local search_path = tests, public;
-select plan(75);
+select plan(80);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -303,6 +303,24 @@ select is_empty(
 select is(
     (select used from api.usage where limit_name = 'documents_per_month'), 0::bigint,
     'B''s usage is its own'
+);
+select is_empty(
+    $$select * from app.drive_folders where tenant_id <> auth.uid()$$, 'B reads no Drive folder of another tenant'
+);
+select is_empty(
+    $$select * from app.export_requests where tenant_id <> auth.uid()$$, 'B reads no export request of another tenant'
+);
+select throws_ok(
+    $$insert into app.drive_folders (tenant_id, google_folder_id, name) values (pg_temp.user_id('c'), 'x', 'Forged')$$,
+    '42501', null, 'B cannot connect a folder for C'
+);
+select throws_ok(
+    $$insert into app.export_requests (tenant_id) values (pg_temp.user_id('c'))$$,
+    '42501', null, 'B cannot request C''s export'
+);
+select tests.act_as_service_role();
+select isnt_empty(
+    $$select * from app.usage_counters where tenant_id = pg_temp.user_id('c')$$, 'the service role reads every counter'
 );
 select tests.act_as_anon();
 select throws_ok('select * from api.usage', '42501', null, 'anon cannot read usage');
