@@ -27,15 +27,10 @@ async def authenticate(request: Request) -> Principal:
 
 async def identify(authorization: str | None, state: State) -> Principal:
     """`Authorization: Bearer <JWT>`, `Authorization: Bearer sk_…` or `Authorization: sk_…`."""
-    if authorization and looks_like_api_key(authorization.strip()):
-        key_verifier: ApiKeyVerifier = state.key_verifier
-        return await key_verifier.verify(authorization.strip())
-    token = bearer_token(authorization)
-    if looks_like_api_key(token):
-        key_verifier = state.key_verifier
-        return await key_verifier.verify(token)
-    jwt_verifier: JwtVerifier = state.verifier
-    return await jwt_verifier.verify(token)
+    bare = (authorization or "").strip()
+    token = bare if looks_like_api_key(bare) else bearer_token(authorization)
+    verifier: ApiKeyVerifier | JwtVerifier = state.key_verifier if looks_like_api_key(token) else state.verifier
+    return await verifier.verify(token)
 
 
 @asynccontextmanager

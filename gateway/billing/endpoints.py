@@ -15,8 +15,9 @@ async def usage(request: Request) -> JSONResponse:
       For each limit of the plan: `used`, `limit` (null means unlimited) and
       `resets_at` (null means the count does not reset: storage and Drive
       folders are freed by deleting).  Monthly and daily counts reset at the
-      UTC boundary; `requests_per_hour` is this user's gateway requests in the
-      current UTC hour.  supabase-js reads the same rows from the `usage` view.
+      UTC boundary; `requests_per_hour` is the account's gateway requests in
+      the current UTC hour (its own session and all its API keys).
+      supabase-js reads the same rows from the `usage` view.
     responses:
       200:
         description: Plan, status and limits.

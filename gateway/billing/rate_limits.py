@@ -1,8 +1,8 @@
 """Per-hour rate limits, counted in Postgres with one statement per request.
 
-internal.hit_rate_limit() counts the request in the caller's current UTC hour
-(per user for JWT callers, per key for key callers) and answers the plan's
-limit, what is left and when the window resets.  The answer travels in the
+internal.hit_rate_limit() counts the request in the account's current UTC
+hour (JWT and API-key callers share the plan's allowance; a key's share is
+counted too) and answers the limit, what is left and when the window resets.  The answer travels in the
 ASGI scope to RateLimitHeaders, which puts RateLimit-Limit, -Remaining and
 -Reset on whatever response the request ends with (a 4xx included).
 """

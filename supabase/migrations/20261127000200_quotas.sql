@@ -56,7 +56,7 @@ begin
 end
 $$;
 
-create function app.quota_resets_at(quota app.quota, period_start timestamptz, export_interval interval)
+create function app.quota_resets_at(quota app.quota, period_start timestamptz)
 returns timestamptz
 language sql
 stable
@@ -65,12 +65,11 @@ as $$
     select case quota
         when 'documents_per_month' then app.utc_add(period_start, interval '1 month')
         when 'queries_per_day' then app.utc_add(period_start, interval '1 day')
-        when 'exports' then case when period_start > '-infinity' then app.utc_add(period_start, export_interval) end
     end
 $$;
 
 grant execute on function app.quota_period_start(app.quota, timestamptz) to authenticated, service_role;
-grant execute on function app.quota_resets_at(app.quota, timestamptz, interval) to authenticated, service_role;
+grant execute on function app.quota_resets_at(app.quota, timestamptz) to authenticated, service_role;
 
 -- A UTC timestamp as ISO 8601 for error bodies.
 create function internal.iso_utc(moment timestamptz)
@@ -212,7 +211,7 @@ declare
 begin
     perform internal.raise_quota_exceeded(
         tenant_plan.id, quota, used, quota_limit,
-        app.quota_resets_at(quota, app.quota_period_start(quota, app.clock()), null),
+        app.quota_resets_at(quota, app.quota_period_start(quota, app.clock())),
         case quota
             when 'documents_per_month' then format(
                 'The %s plan allows %s new documents per month; %s have been added this month.',

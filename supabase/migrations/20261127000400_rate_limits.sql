@@ -136,7 +136,7 @@ select
         0
     ) as used,
     m.quota_limit as limit_value,
-    app.quota_resets_at(m.quota, m.current_period, null) as resets_at,
+    app.quota_resets_at(m.quota, m.current_period) as resets_at,
     c.id as plan,
     c.subscription_status
 from metered as m cross join caller as c

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.dev.database import prepare_database, run_sql_file, with_database
+from gateway.dev.users import set_plan
 from gateway.paths import REPO_ROOT
 from gateway.settings import Settings
 from tests.py.support.admin import Admin
@@ -54,10 +55,7 @@ def users(database: DatabaseUrls) -> Users:
             ids[name] = row[0]
             # The whole suite acts as these two: Enterprise keeps Free's limits out of
             # the way of tests about something else (quota tests make their own users).
-            conn.execute(
-                "insert into app.subscriptions (tenant_id, plan_id, status) values (%s, 'enterprise', 'active')",
-                (ids[name],),
-            )
+            set_plan(database.admin_url, ids[name], "enterprise")
     return Users(**ids)
 
 

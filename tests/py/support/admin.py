@@ -6,6 +6,8 @@ import uuid
 
 import psycopg
 
+from gateway.dev.users import set_plan
+
 
 class Admin:
     """What the billing webhook and an operator do, straight in the database."""
@@ -28,15 +30,7 @@ class Admin:
         return user
 
     def subscribe(self, tenant: uuid.UUID, plan: str, status: str) -> None:
-        self.execute(
-            """
-            insert into app.subscriptions (tenant_id, plan_id, status) values (%s, %s, %s)
-            on conflict (tenant_id) do update set plan_id = excluded.plan_id, status = excluded.status
-            """,
-            tenant,
-            plan,
-            status,
-        )
+        set_plan(self.url, tenant, plan, status)
 
     def prefill(self, tenant: uuid.UUID, quota: str, used: int) -> None:
         """Set a counter in the current period, as if `used` had been consumed."""

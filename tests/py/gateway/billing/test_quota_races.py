@@ -5,7 +5,6 @@ committing, so a read-then-write check would overshoot here."""
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import psycopg
 
 from tests.py.conftest import DatabaseUrls
 from tests.py.support.admin import Admin
+from tests.py.support.tenant import act_as
 
 HOLD_SECONDS = 0.05
 
@@ -22,12 +22,10 @@ HOLD_SECONDS = 0.05
 def race(database: DatabaseUrls, tenant: uuid.UUID, statements: list[str]) -> list[str]:
     """Run each statement on its own connection as the tenant, all at once; 'ok' or the SQLSTATE."""
     barrier = threading.Barrier(len(statements))
-    claims = json.dumps({"sub": str(tenant), "role": "authenticated", "aud": "authenticated"})
 
     def attempt(statement: str) -> str:
         with psycopg.connect(database.gateway_url) as conn:
-            conn.execute("select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-                         (claims,))  # fmt: skip
+            act_as(conn, tenant)
             barrier.wait()
             try:
                 conn.execute(statement)

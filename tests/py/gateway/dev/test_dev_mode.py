@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,16 +17,11 @@ import pytest
 from gateway.dev.database import with_database
 from gateway.paths import REPO_ROOT
 from tests.py.conftest import ADMIN_SERVER_URL
+from tests.py.support.net import free_port
 
 pytestmark = pytest.mark.slow
 
 DEV_TEST_DATABASE = "quarry_devtest"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

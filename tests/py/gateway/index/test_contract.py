@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from gateway.index import IndexHit, IndexPoint, IndexUnavailable, SearchFilters,
 from gateway.index.base import DENSE_SIZE
 from gateway.index.edge import EdgeIndex
 from gateway.index.server import ServerIndex
+from tests.py.support.net import free_port
 
 BM25 = Bm25()
 CREATED = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -81,13 +81,6 @@ def document(document_id: UUID, count: int, seed: int) -> list[IndexPoint]:
 def sparse_query(text: str) -> tuple[list[int], list[float]]:
     vector = BM25.embed_query(text)
     return vector.indices, vector.values
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # --- Fixtures -------------------------------------------------------------------------------

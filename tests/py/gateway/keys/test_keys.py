@@ -19,15 +19,14 @@ from tests.py.gateway.documents.conftest import Api
 from tests.py.gateway.documents.test_upload_validation import assert_problem
 from tests.py.gateway.keys.conftest import call, create_key, new_key
 from tests.py.support.admin import Admin
+from tests.py.support.tenant import act_as
 from tests.py.support.tokens import TokenFactory
 
 
 def rpc_create(database: DatabaseUrls, tenant: uuid.UUID, name: str) -> tuple[str | None, dict[str, Any] | None]:
     """api.create_api_key as supabase-js calls it (as the user, through the exposed schema)."""
-    claims = json.dumps({"sub": str(tenant), "role": "authenticated", "aud": "authenticated"})
     with psycopg.connect(database.gateway_url) as conn:
-        conn.execute("select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-                     (claims,))  # fmt: skip
+        act_as(conn, tenant)
         try:
             row = conn.execute("select (k).* from (select api.create_api_key(%s) as k) as issued", (name,)).fetchone()
         except psycopg.Error as error:

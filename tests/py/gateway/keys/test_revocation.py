@@ -3,7 +3,6 @@ each keeps verified keys in a cache (LISTEN/NOTIFY on quarry_api_keys)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,16 +14,11 @@ import pytest
 
 from tests.py.conftest import DatabaseUrls, gateway_env
 from tests.py.support.admin import Admin
+from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway
 from tests.py.support.tokens import JwksServer, TokenFactory
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

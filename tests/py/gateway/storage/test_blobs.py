@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +15,10 @@ from moto.server import ThreadedMotoServer
 
 from gateway.storage import blobs
 from gateway.storage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, LocalBlobStore, S3BlobStore, blob_key
+from tests.py.support.net import free_port
 
 REGION = "us-east-1"
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def write_random(path: Path, size: int) -> str:

@@ -1,0 +1,19 @@
+"""Acting as a tenant on a plain (sync) psycopg connection, with the settings
+gateway.db.request_settings makes, as the gateway and PostgREST do."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+from gateway.db import request_settings
+
+
+def act_as(conn: psycopg.Connection[object], tenant: uuid.UUID) -> None:
+    """Inside the connection's transaction: role authenticated, the tenant's claims."""
+    settings = request_settings(
+        {"sub": str(tenant), "aud": "authenticated"}, role="authenticated", method="POST", path="/", headers=None
+    )
+    statement = "select " + ", ".join("set_config(%s, %s, true)" for _ in settings)
+    conn.execute(statement, [value for item in settings.items() for value in item])
