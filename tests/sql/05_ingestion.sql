@@ -24,7 +24,7 @@ select results_eq(
     from procrastinate.procrastinate_jobs where args ->> 'document_id' = (select id::text from ids where name = 'doc_a')
     $$,
     $$
-    select 'ingest', 'ingest_document', 'todo', (select id::text from ids where name = 'a'),
+    select 'ingest', 'documents:ingest', 'todo', (select id::text from ids where name = 'a'),
         'document:' || id::text, 'ingest:' || id::text
     from ids where name = 'doc_a'
     $$,
@@ -73,13 +73,13 @@ select throws_ok(
 select throws_ok(
     $$update app.chunks set text = 'changed'$$, '42501', null, 'chunks are immutable for tenants'
 );
-select lives_ok(
-    $$update app.documents set status = 'processing' where id = (select id from ids where name = 'doc_a')$$,
+select is(
+    internal.start_processing((select id from ids where name = 'doc_a')), 'text/plain',
     'A (the worker acting for A) moves its document to processing'
 );
 select is_empty('select * from app.outbox', 'no outbox entry before the chunks are complete');
-select lives_ok(
-    $$update app.documents set status = 'indexing', chunk_count = 3 where id = (select id from ids where name = 'doc_a')$$,
+select ok(
+    internal.finish_processing((select id from ids where name = 'doc_a'), 1, 3, 21),
     'A marks its document indexing'
 );
 select results_eq(

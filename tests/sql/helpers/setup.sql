@@ -80,6 +80,7 @@ begin
     perform tests.apply_role_settings('anon');
     perform set_config('role', 'anon', true);
     perform set_config('request.jwt.claims', '{"role": "anon"}', true);
+    perform set_config('request.headers', '{}', true);
 end
 $$;
 
@@ -90,6 +91,7 @@ as $$
 begin
     perform set_config('role', 'service_role', true);
     perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
+    perform set_config('request.headers', '{}', true);
 end
 $$;
 
@@ -101,6 +103,7 @@ as $$
 begin
     reset role;
     perform set_config('request.jwt.claims', '', true);
+    perform set_config('request.headers', '', true);
     perform set_config('search_path', 'tests, public', true);
     perform set_config('statement_timeout', '0', true);
 end
@@ -123,6 +126,39 @@ exception when sqlstate 'PGRST' then
     return body::jsonb
         || jsonb_build_object('details', (body::jsonb ->> 'details')::jsonb, 'status', (response::jsonb -> 'status'));
 end
+$$;
+
+-- Users of one test by short name, for the test's transaction:
+-- select tests.create_users('a', 'b'); … tests.user_id('a').
+create or replace function tests.create_users(variadic names text[])  -- noqa: LT01
+returns void
+language plpgsql
+as $$
+begin
+    create temporary table if not exists test_users (name text primary key, id uuid not null) on commit drop;
+    grant select on test_users to public;
+    insert into test_users (name, id)
+    select n, tests.create_user(n || '@example.com') from unnest(names) as n;
+end
+$$;
+
+create or replace function tests.user_id(user_name text)
+returns uuid
+language plpgsql
+stable
+as $$
+begin
+    return (select u.id from test_users as u where u.name = user_name);
+end
+$$;
+
+-- Moves the quota clock for whoever is acting (tests only).
+create or replace function tests.set_clock(at_time timestamptz)
+returns void
+language sql
+security definer
+as $$
+    update internal.billing_settings set clock_override = at_time
 $$;
 
 grant usage on schema tests to public;
