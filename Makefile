@@ -41,18 +41,18 @@ $(STAMPS)/npm: package.json package-lock.json
 	@touch $@
 
 db: setup ## create and migrate the local dev database (FRESH=1 drops it first)
-	$(PY) -m gateway.dev db $(if $(FRESH),--fresh)
+	$(PY) -m quarry.dev db $(if $(FRESH),--fresh)
 
 dev: setup ## run the service: dev database, dev auth (JWKS), gateway on :8000
-	$(PY) -m gateway.dev run
+	$(PY) -m quarry.dev run
 
 token: ## print a dev access token: make -s token USER=alice@example.com
 	@test "$(origin USER)" = "command line" || { echo "usage: make -s token USER=alice@example.com" >&2; exit 2; }
-	@$(PY) -m gateway.dev token "$(USER)"
+	@$(PY) -m quarry.dev token "$(USER)"
 
 plan: ## put a dev user on a plan: make plan USER=alice@example.com PLAN=pro
 	@test "$(origin USER)" = "command line" -a -n "$(PLAN)" || { echo "usage: make plan USER=alice@example.com PLAN=free|pro|enterprise" >&2; exit 2; }
-	@$(PY) -m gateway.dev plan "$(USER)" "$(PLAN)"
+	@$(PY) -m quarry.dev plan "$(USER)" "$(PLAN)"
 
 test: setup lint test-sql test-py ## run every test (lint, pgTAP, pytest)
 
@@ -63,7 +63,7 @@ lint: setup ## ruff, mypy and sqlfluff
 	$(VENV)/bin/sqlfluff lint supabase/migrations sql tests/sql/helpers
 
 test-sql: setup ## pgTAP through pg_prove on a fresh database, plus supabase db lint
-	$(PY) -c "from gateway.dev.database import prepare_database as p; p('$(ADMIN_URL)/postgres', '$(PGTAP_DB)', fresh=True)"
+	$(PY) -c "from quarry.dev.database import prepare_database as p; p('$(ADMIN_URL)/postgres', '$(PGTAP_DB)', fresh=True)"
 	psql -q -v ON_ERROR_STOP=1 "$(ADMIN_URL)/$(PGTAP_DB)" -f tests/sql/helpers/setup.sql
 	pg_prove --failures --dbname "$(ADMIN_URL)/$(PGTAP_DB)" tests/sql/*.sql
 	node_modules/.bin/supabase db lint --db-url "$(ADMIN_URL)/$(PGTAP_DB)?sslmode=disable" \

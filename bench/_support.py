@@ -79,7 +79,7 @@ def dev_stack(env: dict[str, str], jwks_url: str, *, ready_timeout: float = 60.0
     ]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     with (
-        server([PYTHON, "-m", "gateway.dev", "authserver"], env, jwks_url),
+        server([PYTHON, "-m", "quarry.dev", "authserver"], env, jwks_url),
         server(gateway_args, env, f"{base}/readyz", timeout=ready_timeout),
     ):
         yield base

@@ -17,10 +17,10 @@ import time
 import httpx
 from _support import dev_env, dev_stack, percentile
 
-from gateway.dev.database import prepare_database
-from gateway.dev.keys import mint_token
-from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user, set_plan
+from quarry.dev.database import prepare_database
+from quarry.dev.keys import mint_token
+from quarry.dev.settings import DevSettings
+from quarry.dev.users import ensure_user, set_plan
 
 DATABASE = "quarry_bench_keys"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -18,10 +18,10 @@ import time
 import httpx
 from _support import REPO_ROOT, free_port, percentile, server
 
-from gateway.dev.database import prepare_database
-from gateway.dev.keys import mint_token
-from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user, set_plan
+from quarry.dev.database import prepare_database
+from quarry.dev.keys import mint_token
+from quarry.dev.settings import DevSettings
+from quarry.dev.users import ensure_user, set_plan
 
 DATABASE = "quarry_bench_auth"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -89,7 +89,7 @@ def main() -> None:
             "--port", str(gateway_port), "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
         with (
-            server([python, "-m", "gateway.dev", "authserver"], env, jwks_ready),
+            server([python, "-m", "quarry.dev", "authserver"], env, jwks_ready),
             server(gateway_args, env, f"{base}/readyz"),
         ):
             latency = measure_latency(base, headers)

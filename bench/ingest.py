@@ -30,11 +30,11 @@ import httpx
 import psycopg
 from _support import PYTHON, REPO_ROOT, dev_env, dev_stack, percentile, server
 
-from gateway.dev.database import prepare_database, with_database
-from gateway.dev.keys import mint_token
-from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user, set_plan
-from gateway.embedding import DenseEmbedder
+from quarry.dev.database import prepare_database, with_database
+from quarry.dev.keys import mint_token
+from quarry.dev.settings import DevSettings
+from quarry.dev.users import ensure_user, set_plan
+from quarry.embedding import DenseEmbedder
 
 DATABASE = "quarry_bench_ingest"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -25,10 +25,10 @@ import httpx
 import psycopg
 from _support import PYTHON, dev_env, free_port, percentile, server
 
-from gateway.dev.database import prepare_database
-from gateway.dev.keys import mint_token
-from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user, set_plan
+from quarry.dev.database import prepare_database
+from quarry.dev.keys import mint_token
+from quarry.dev.settings import DevSettings
+from quarry.dev.users import ensure_user, set_plan
 
 DATABASE = "quarry_bench_quota"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -67,7 +67,7 @@ def main() -> None:
             checked_args, checked_env, checked = gateway(env, f"{data_dir}/checked")
             unchecked_args, unchecked_env, unchecked = gateway(env, f"{data_dir}/unchecked", RATE_LIMITS="off")
             with (
-                server([PYTHON, "-m", "gateway.dev", "authserver"], env, settings.gateway.jwks_url),
+                server([PYTHON, "-m", "quarry.dev", "authserver"], env, settings.gateway.jwks_url),
                 server(checked_args, checked_env, f"{checked}/readyz"),
                 server(unchecked_args, unchecked_env, f"{unchecked}/readyz"),
                 httpx.Client(base_url=checked, headers=headers, timeout=60) as with_checks,

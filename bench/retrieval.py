@@ -29,11 +29,11 @@ import httpx
 import psycopg
 from _support import PYTHON, REPO_ROOT, dev_env, dev_stack, server
 
-from gateway.dev.database import prepare_database, with_database
-from gateway.dev.keys import mint_token
-from gateway.dev.settings import DevSettings
-from gateway.dev.users import ensure_user, set_plan
-from gateway.index.base import IndexPoint, SearchMode
+from quarry.dev.database import prepare_database, with_database
+from quarry.dev.keys import mint_token
+from quarry.dev.settings import DevSettings
+from quarry.dev.users import ensure_user, set_plan
+from quarry.index.base import IndexPoint, SearchMode
 
 DATABASE = "quarry_bench_retrieval"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -165,10 +165,10 @@ def main() -> None:
 
 def tune(admin_url: str, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> None:
     """Sweep BM25's document weighting, then fusion, on the dev half; report both halves."""
-    from gateway.embedding import SparseEmbedder
-    from gateway.index.edge import EdgeIndex
-    from gateway.query_embedding import QueryEmbedder
-    from gateway.settings import Settings
+    from quarry.embedding import SparseEmbedder
+    from quarry.index.edge import EdgeIndex
+    from quarry.query_embedding import QueryEmbedder
+    from quarry.settings import Settings
 
     with psycopg.connect(admin_url) as conn:
         documents = conn.execute("select tenant_id, id, title, created_at from app.documents").fetchall()

@@ -35,11 +35,11 @@ import numpy as np
 import psycopg
 from _support import REPO_ROOT, dev_env, dev_stack, percentile
 
-from gateway.dev.database import prepare_database, with_database
-from gateway.dev.keys import mint_token
-from gateway.dev.settings import DevSettings
-from gateway.dev.users import set_plan
-from gateway.index.base import IndexPoint, VectorIndex
+from quarry.dev.database import prepare_database, with_database
+from quarry.dev.keys import mint_token
+from quarry.dev.settings import DevSettings
+from quarry.dev.users import set_plan
+from quarry.index.base import IndexPoint, VectorIndex
 
 DATABASE = "quarry_bench_search"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -145,10 +145,10 @@ def flush(
 
 def open_index(data_dir: Path) -> VectorIndex:
     if os.environ.get("QDRANT_URL"):
-        from gateway.index.server import ServerIndex
+        from quarry.index.server import ServerIndex
 
         return ServerIndex(os.environ["QDRANT_URL"], api_key=os.environ.get("QDRANT_API_KEY"))
-    from gateway.index.edge import EdgeIndex
+    from quarry.index.edge import EdgeIndex
 
     return EdgeIndex(data_dir / "index")
 

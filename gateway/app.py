@@ -1,4 +1,4 @@
-"""The Starlette application: routes, lifespan, error mapping."""
+"""The Starlette application: routes, lifespan, middleware, error mapping."""
 
 from __future__ import annotations
 
@@ -12,56 +12,56 @@ from starlette.middleware import Middleware
 
 from gateway import openapi
 from gateway.account import endpoints as account
+from gateway.auth.api_keys import ApiKeyVerifier, stop_listening
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jwt import JwtVerifier
+from gateway.auth.rate_limits import RateLimiter
 from gateway.billing import endpoints as billing
-from gateway.billing.rate_limits import RateLimiter, RateLimitHeaders
-from gateway.db import TenantDatabase, create_pool
 from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
 from gateway.keys import endpoints as keys
-from gateway.keys.verifier import ApiKeyVerifier, stop_listening
-from gateway.outbox import OutboxRelay
-from gateway.query_embedding import warm_up_query_embedders
+from gateway.middleware import ResponseHeaders
+from gateway.operations import Resource, route
 from gateway.search import endpoints as search
-from gateway.services import IndexHandle, open_blob_store
-from gateway.settings import Settings
+from quarry.db import TenantDatabase, create_pool
+from quarry.outbox import OutboxRelay
+from quarry.query_embedding import warm_up_query_embedders
+from quarry.services import Core
+from quarry.settings import Settings
+
+RESOURCES: tuple[Resource, ...] = (
+    *health.resources,
+    *account.resources,
+    *billing.resources,
+    *keys.resources,
+    *documents.resources,
+    *search.resources,
+)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    schema = openapi.OpenApiDocument(RESOURCES)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = create_pool(settings.database_url)
         # Don't wait for the database: /healthz answers at once, /readyz says when it is reachable.
         await pool.open(wait=False)
+        database = TenantDatabase(pool)
+        core = Core.build(settings, database)
         jwks = JwksCache(
             settings.jwks_url,
             cache_seconds=settings.jwks_cache_seconds,
             min_refetch_seconds=settings.jwks_min_refetch_seconds,
         )
         app.state.pool = pool
-        app.state.database = TenantDatabase(pool)
-        app.state.rate_limiter = RateLimiter(pool, enabled=settings.rate_limits)
-        app.state.key_verifier = ApiKeyVerifier(pool, settings.database_url)
-        key_listener = asyncio.create_task(app.state.key_verifier.listen(), name="api-key-revocations")
-        app.state.blobs = open_blob_store(settings)
-        app.state.index = IndexHandle(settings)
-        # Load (or export, the first time) the query model now rather than on the first search.
-        threading.Thread(target=warm_up_query_embedders, args=(settings,), name="query-model", daemon=True).start()
-        relay_task = None
-        if settings.relay_in_gateway:
-            relay = OutboxRelay(
-                pool,
-                app.state.database,
-                app.state.index,
-                app.state.blobs,
-                max_backoff_seconds=settings.outbox_max_backoff_seconds,
-            )
-            app.state.relay = relay
-            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        app.state.core = core
+        app.state.blobs = core.blobs
+        app.state.index = core.index
+        app.state.rate_limiter = RateLimiter(database, enabled=settings.rate_limits)
+        app.state.key_verifier = ApiKeyVerifier(database, settings.database_url)
         app.state.verifier = JwtVerifier(
             jwks,
             issuer=settings.jwt_issuer,
@@ -69,6 +69,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             leeway_seconds=settings.jwt_leeway_seconds,
             hs256_secret=settings.jwt_secret,
         )
+        key_listener = asyncio.create_task(app.state.key_verifier.listen(), name="api-key-revocations")
+        # Load (or export, the first time) the query model now rather than on the first search.
+        threading.Thread(target=warm_up_query_embedders, args=(settings,), name="query-model", daemon=True).start()
+        relay_task = None
+        if settings.relay_in_gateway:
+            relay = OutboxRelay(
+                database, core.index, core.blobs, max_backoff_seconds=settings.outbox_max_backoff_seconds
+            )
+            app.state.relay = relay
+            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         try:
             yield
         finally:
@@ -76,21 +86,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if relay_task is not None:
                 relay_task.cancel()
                 await asyncio.gather(relay_task, return_exceptions=True)
-            await asyncio.to_thread(app.state.index.close)
+            await asyncio.to_thread(core.close)
             await jwks.aclose()
             await pool.close()
 
     app = Starlette(
-        routes=[
-            *health.routes,
-            *account.routes,
-            *billing.routes,
-            *keys.routes,
-            *documents.routes,
-            *search.routes,
-            *openapi.routes,
-        ],
-        middleware=[Middleware(RateLimitHeaders)],
+        routes=[route(resource) for resource in (*RESOURCES, schema.resource)],
+        middleware=[Middleware(ResponseHeaders)],
         lifespan=lifespan,
     )
     app.state.settings = settings

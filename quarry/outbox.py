@@ -25,10 +25,12 @@ from typing import Any
 
 import psycopg
 
-from gateway.db import Pool, TenantDatabase
-from gateway.index.base import IndexPoint, IndexUnavailable
-from gateway.services import IndexHandle
-from gateway.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
+from quarry.db import TenantDatabase
+from quarry.errors import QuarryError
+from quarry.index.base import IndexPoint
+from quarry.index.handle import IndexHandle
+from quarry.principal import Principal
+from quarry.storage.blobs import BlobStore, blob_key
 
 logger = logging.getLogger("quarry.outbox")
 
@@ -54,7 +56,6 @@ class UnindexableDocument(Exception):
 class OutboxRelay:
     def __init__(
         self,
-        pool: Pool,
         database: TenantDatabase,
         index: IndexHandle,
         blobs: BlobStore,
@@ -65,7 +66,6 @@ class OutboxRelay:
         optimize_when_idle: bool = True,
         idle_seconds_before_optimize: float = 5.0,
     ) -> None:
-        self._pool = pool
         self._database = database
         self._index = index
         self._blobs = blobs
@@ -81,7 +81,7 @@ class OutboxRelay:
         """Drain on every NOTIFY and at least every sweep interval, until cancelled."""
         while True:
             try:
-                conninfo = self._pool.conninfo
+                conninfo = self._database.pool.conninfo
                 assert isinstance(conninfo, str)
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
                     await listener.execute(f"listen {CHANNEL}")
@@ -127,7 +127,7 @@ class OutboxRelay:
         return self._sweep_seconds
 
     async def _claim(self) -> list[PendingChange]:
-        async with self._pool.connection() as conn:
+        async with self._database.connection() as conn:
             rows = await (
                 await conn.execute(
                     "select * from internal.outbox_claim(%s, %s)", (self._batch, LEASE_SECONDS), prepare=True
@@ -140,14 +140,16 @@ class OutboxRelay:
             await self._sync_document(change.tenant_id, change.document_id)
         except UnindexableDocument as error:
             await self._fail_document(change, str(error))
-        except (IndexUnavailable, BlobStoreUnavailable, psycopg.OperationalError) as error:
+        except QuarryError as error:
+            if not error.retryable:
+                logger.exception("could not apply the outbox change of document %s", change.document_id)
             await self._retry_later(change, f"{type(error).__name__}: {error}")
             return False
         except Exception as error:
             logger.exception("could not apply the outbox change of document %s", change.document_id)
             await self._retry_later(change, f"{type(error).__name__}: {error}")
             return False
-        async with self._pool.connection() as conn:
+        async with self._database.connection() as conn:
             row = await (
                 await conn.execute(
                     "select internal.outbox_complete(%s, %s, %s, %s) as completed",
@@ -161,11 +163,8 @@ class OutboxRelay:
 
     async def _fail_document(self, change: PendingChange, reason: str) -> None:
         logger.error("document %s cannot be indexed: %s", change.document_id, reason)
-        async with self._database.act_as({"sub": str(change.tenant_id)}) as conn:
-            await conn.execute(
-                "update app.documents set status = 'failed', error_reason = %s where id = %s and status = 'indexing'",
-                (reason[:500], change.document_id),
-            )
+        async with self._database.act_as(Principal.for_tenant(change.tenant_id).claims) as conn:
+            await conn.execute("select internal.fail_indexing(%s, %s)", (change.document_id, reason))
 
     async def _sync_document(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
         """Make the index hold exactly the document's chunks in Postgres (none if it is gone).
@@ -175,7 +174,7 @@ class OutboxRelay:
         """
         index = await asyncio.to_thread(self._index.get)
         written: set[uuid.UUID] = set()
-        async with self._database.act_as({"sub": str(tenant_id)}, method="GET") as conn:
+        async with self._database.act_as(Principal.for_tenant(tenant_id).claims, method="GET") as conn:
             document = await (
                 await conn.execute(
                     "select source::text, coalesce(mime_type, '') as mime_type, created_at"
@@ -214,12 +213,12 @@ class OutboxRelay:
             "outbox change of document %s failed (attempt %d): %s", change.document_id, change.attempts, error
         )
         try:
-            async with self._pool.connection() as conn:
+            async with self._database.connection() as conn:
                 await conn.execute(
                     "select internal.outbox_retry_later(%s, %s, %s, %s, %s)",
                     (change.tenant_id, change.document_id, change.lease, error, delay),
                 )
-        except psycopg.Error:
+        except QuarryError:
             logger.exception("could not record the failure; the lease will expire instead")
 
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
-from gateway.embedding import DenseEmbedder, SparseEmbedder, packaged_model_dir
-from gateway.settings import Settings
+from quarry.embedding import DenseEmbedder, SparseEmbedder, packaged_model_dir
+from quarry.settings import Settings
 
 logger = logging.getLogger("quarry.embedding")
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.paths import REPO_ROOT
+from quarry.paths import REPO_ROOT
 
 ENVIRONMENTS = ("development", "test", "production")
 BLOB_BACKENDS = ("local", "s3")

@@ -1,5 +1,6 @@
-"""Quarry's background worker (procrastinate): ingest, Drive sync, export.
+"""Quarry's background worker (procrastinate): jobs only.
 
-The jobs arrive with the ingestion issue; tenant work here goes through
-gateway.db.act_as, exactly like the gateway's.
+Each domain's tasks live in a module of their own (worker/ingest.py), listed
+in worker/app.py; the work itself is the core's (quarry/), done for the job's
+tenant through act_as exactly like a request through the gateway.
 """

@@ -1,31 +1,27 @@
-"""The procrastinate app and its tasks.
+"""The procrastinate app: every domain registers its own tasks.
 
-Jobs are deferred in SQL (internal.enqueue_document_ingest, a trigger on
-app.documents) in the transaction that creates the document; the task name
-and queue here must match that function's.
+A domain's jobs live in a module of their own, listed in DOMAINS, with a
+NAMESPACE (its task names are `namespace:name`), `register(app)` (its tasks,
+each with its queue and retry strategy) and `abandon(...)` (what it means for
+the user when one of its jobs stopped its worker once too often).  Jobs are
+deferred from SQL through internal.defer_job, whose internal.job_queue names
+each task's queue; tests/py/worker/test_jobs.py checks that the two agree.
 """
 
 from __future__ import annotations
 
-import logging
-import uuid
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any
 
 import procrastinate
-from procrastinate import JobContext, RetryStrategy
 
-from worker.ingest import IngestPipeline, TransientIngestError
+from worker import ingest
+from worker.context import WorkerContext
 
-logger = logging.getLogger("quarry.worker")
+DOMAINS: tuple[ModuleType, ...] = (ingest,)
 
-INGEST_QUEUE = "ingest"
-INGEST_TASK = "ingest_document"
-INGEST_MAX_ATTEMPTS = 5
-
-INGEST_RETRY = RetryStrategy(
-    max_attempts=INGEST_MAX_ATTEMPTS,
-    exponential_wait=2,
-    retry_exceptions={TransientIngestError},
-)
+AbandonHook = Callable[[WorkerContext, str, int | None, dict[str, Any]], Awaitable[None]]
 
 
 def procrastinate_app(conninfo: str) -> procrastinate.App:
@@ -37,12 +33,34 @@ def procrastinate_app(conninfo: str) -> procrastinate.App:
         max_size=4,
     )
     app = procrastinate.App(connector=connector)
-    app.task(name=INGEST_TASK, queue=INGEST_QUEUE, retry=INGEST_RETRY, pass_context=True)(ingest_document)
+    for domain in DOMAINS:
+        domain.register(app)
     return app
 
 
-async def ingest_document(context: JobContext, tenant_id: str, document_id: str) -> None:
-    pipeline: IngestPipeline = context.additional_context["pipeline"]
-    job = context.job
-    final_attempt = job.attempts + 1 >= INGEST_MAX_ATTEMPTS
-    await pipeline.ingest(uuid.UUID(tenant_id), uuid.UUID(document_id), final_attempt=final_attempt)
+def domain_tasks(app: procrastinate.App) -> dict[str, procrastinate.tasks.Task[Any, Any, Any]]:
+    """The tasks our domains registered (procrastinate adds builtin ones of its own)."""
+    return {name: task for name, task in app.tasks.items() if _domain_of(name) is not None}
+
+
+def queues(app: procrastinate.App) -> list[str]:
+    """Every queue a domain's task is in: what a worker listens to."""
+    return sorted({task.queue for task in domain_tasks(app).values()})
+
+
+def max_attempts(app: procrastinate.App, task_name: str) -> int:
+    task = app.tasks.get(task_name)
+    strategy = task.retry_strategy if task is not None else None
+    attempts = getattr(strategy, "max_attempts", None)
+    return attempts if isinstance(attempts, int) and attempts > 0 else 1
+
+
+def abandon_hook(task_name: str) -> AbandonHook | None:
+    """The hook of the domain whose task this is; None for a task of no domain."""
+    domain = _domain_of(task_name)
+    hook: AbandonHook | None = domain.abandon if domain is not None else None
+    return hook
+
+
+def _domain_of(task_name: str) -> ModuleType | None:
+    return next((domain for domain in DOMAINS if task_name.startswith(f"{domain.NAMESPACE}:")), None)

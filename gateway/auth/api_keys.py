@@ -26,19 +26,17 @@ import contextlib
 import hashlib
 import logging
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import bcrypt
 import psycopg
 
-from gateway.auth.principal import Principal
-from gateway.db import Pool
-from gateway.errors import Problem, unauthorized
-from gateway.keys.format import parse_api_key
+from quarry.db import TenantDatabase
+from quarry.errors import Unauthorized
+from quarry.keys.format import parse_api_key
+from quarry.principal import Principal
 
 logger = logging.getLogger("quarry.keys")
 
@@ -54,19 +52,8 @@ _TOUCH = "select internal.touch_api_key(%s)"
 _CALIBRATION_HASH = b"$2a$10$8LaySKrW4a9oMCklWZTLRuK6vkCsZQ4.wu6qPACRXKwG0fdksVAj."
 
 
-def invalid_key() -> Problem:
-    return unauthorized("The API key is not valid (unknown, revoked, expired or mistyped).")
-
-
-def key_principal(tenant_id: uuid.UUID, key_id: uuid.UUID) -> Principal:
-    """What act_as() needs: the claims PostgREST would see for the key's owner, marked as a key."""
-    claims: dict[str, Any] = {
-        "sub": str(tenant_id),
-        "role": "authenticated",
-        "aud": "authenticated",
-        "api_key_id": str(key_id),
-    }
-    return Principal(tenant_id=tenant_id, claims=claims, api_key_id=key_id)
+def invalid_key() -> Unauthorized:
+    return Unauthorized("The API key is not valid (unknown, revoked, expired or mistyped).")
 
 
 @dataclass
@@ -77,8 +64,8 @@ class _Entry:
 
 
 class ApiKeyVerifier:
-    def __init__(self, pool: Pool, database_url: str) -> None:
-        self._pool = pool
+    def __init__(self, database: TenantDatabase, database_url: str) -> None:
+        self._database = database
         self._database_url = database_url
         self._cache: dict[bytes, _Entry] = {}
         self._confirmed_at = -float("inf")  # monotonic time of the last answered ping
@@ -104,7 +91,7 @@ class ApiKeyVerifier:
                 await self._touch(entry.principal)
             return entry.principal
         epoch = self._epoch
-        async with self._pool.connection() as conn:
+        async with self._database.connection() as conn:
             row = await (await conn.execute(_FIND, (parsed.lookup_id,), prepare=True)).fetchone()
         if row is None:
             await asyncio.sleep(await self._bcrypt_duration())
@@ -112,7 +99,7 @@ class ApiKeyVerifier:
         matches = await self._check(parsed.secret.encode(), row["secret_hash"].encode())
         if not matches or row["revoked_at"] is not None or _expired(row["expires_at"], now):
             raise invalid_key()
-        principal = key_principal(row["tenant_id"], row["id"])
+        principal = Principal.for_api_key(row["tenant_id"], row["id"])
         await self._touch(principal)
         if self.cache_trusted and epoch == self._epoch:
             valid_until = now + CACHE_SECONDS
@@ -137,7 +124,7 @@ class ApiKeyVerifier:
         return self._bcrypt_seconds
 
     async def _touch(self, principal: Principal) -> None:
-        async with self._pool.connection() as conn:
+        async with self._database.connection() as conn:
             await conn.execute(_TOUCH, (principal.api_key_id,), prepare=True)
 
     def invalidate(self, key_id: str | None = None) -> None:

@@ -1,20 +1,15 @@
-"""Resolve the caller of a request and count it against its rate limit;
-endpoints call this first."""
+"""Resolve the caller of a request and count it against its rate limit."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from starlette.datastructures import State
 from starlette.requests import Request
 
+from gateway.auth.api_keys import ApiKeyVerifier
 from gateway.auth.jwt import JwtVerifier, bearer_token
-from gateway.auth.principal import Principal
-from gateway.billing.rate_limits import RateLimiter
-from gateway.db import Connection, TenantDatabase
-from gateway.keys.format import looks_like_api_key
-from gateway.keys.verifier import ApiKeyVerifier
+from gateway.auth.rate_limits import RateLimiter
+from quarry.keys.format import looks_like_api_key
+from quarry.principal import Principal
 
 
 async def authenticate(request: Request) -> Principal:
@@ -31,16 +26,3 @@ async def identify(authorization: str | None, state: State) -> Principal:
     token = bare if looks_like_api_key(bare) else bearer_token(authorization)
     verifier: ApiKeyVerifier | JwtVerifier = state.key_verifier if looks_like_api_key(token) else state.verifier
     return await verifier.verify(token)
-
-
-@asynccontextmanager
-async def tenant_transaction(request: Request, principal: Principal) -> AsyncIterator[Connection]:
-    """act_as() for the principal of this HTTP request."""
-    database: TenantDatabase = request.app.state.database
-    async with database.act_as(
-        principal.claims,
-        method=request.method,
-        path=request.url.path,
-        headers=request.headers,
-    ) as conn:
-        yield conn

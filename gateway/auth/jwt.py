@@ -15,8 +15,8 @@ from uuid import UUID
 import jwt
 
 from gateway.auth.jwks import ASYMMETRIC_ALGORITHMS, JwksCache
-from gateway.auth.principal import Principal
-from gateway.errors import unauthorized
+from quarry.errors import Unauthorized
+from quarry.principal import Principal
 
 _CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _REQUIRED_CLAIMS = ["exp", "sub", "aud", "iss"]
@@ -43,10 +43,10 @@ class JwtVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise unauthorized("The bearer token is not a well-formed JWT.") from None
+            raise Unauthorized("The bearer token is not a well-formed JWT.") from None
         algorithm = header.get("alg")
         if not isinstance(algorithm, str):
-            raise unauthorized("The token names no signing algorithm.")
+            raise Unauthorized("The token names no signing algorithm.")
         key = await self._key_for(algorithm, header.get("kid"))
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -59,49 +59,49 @@ class JwtVerifier:
                 options={"require": _REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError:
-            raise unauthorized("The token has expired.") from None
+            raise Unauthorized("The token has expired.") from None
         except jwt.ImmatureSignatureError:
-            raise unauthorized("The token is not valid yet.") from None
+            raise Unauthorized("The token is not valid yet.") from None
         except jwt.InvalidAudienceError:
-            raise unauthorized(f"The token's audience must be {self._audience!r}.") from None
+            raise Unauthorized(f"The token's audience must be {self._audience!r}.") from None
         except jwt.InvalidIssuerError:
-            raise unauthorized("The token was issued by another auth server.") from None
+            raise Unauthorized("The token was issued by another auth server.") from None
         except jwt.MissingRequiredClaimError as error:
-            raise unauthorized(f"The token has no {error.claim!r} claim.") from None
+            raise Unauthorized(f"The token has no {error.claim!r} claim.") from None
         except jwt.PyJWTError:
-            raise unauthorized("The token's signature or contents are invalid.") from None
+            raise Unauthorized("The token's signature or contents are invalid.") from None
         return _principal(claims)
 
     async def _key_for(self, algorithm: str, kid: object) -> Any:
         if algorithm == "HS256":
             if self._hs256_secret is None:
-                raise unauthorized("HS256 tokens are not accepted by this server.")
+                raise Unauthorized("HS256 tokens are not accepted by this server.")
             return self._hs256_secret
         if algorithm not in ASYMMETRIC_ALGORITHMS:
-            raise unauthorized(f"Tokens signed with {algorithm!r} are not accepted.")
+            raise Unauthorized(f"Tokens signed with {algorithm!r} are not accepted.")
         if not isinstance(kid, str) or not kid:
-            raise unauthorized("The token names no signing key (kid).")
+            raise Unauthorized("The token names no signing key (kid).")
         signing_key = await self._jwks.get(kid, algorithm)
         if signing_key is None:
-            raise unauthorized("The token was signed with an unknown key.")
+            raise Unauthorized("The token was signed with an unknown key.")
         return signing_key.key
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
     if claims.get("role") != "authenticated":
-        raise unauthorized("The token's role must be 'authenticated'.")
+        raise Unauthorized("The token's role must be 'authenticated'.")
     subject = claims.get("sub")
     if not isinstance(subject, str) or not _CANONICAL_UUID.match(subject):
-        raise unauthorized("The token's subject is not a user id.")
+        raise Unauthorized("The token's subject is not a user id.")
     return Principal(tenant_id=UUID(subject), claims=claims)
 
 
 def bearer_token(authorization: str | None) -> str:
     """The token of an `Authorization: Bearer …` header."""
     if not authorization:
-        raise unauthorized("Send `Authorization: Bearer <token>` (a Supabase access token or an API key).")
+        raise Unauthorized("Send `Authorization: Bearer <token>` (a Supabase access token or an API key).")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise unauthorized("Send `Authorization: Bearer <token>` (a Supabase access token or an API key).")
+        raise Unauthorized("Send `Authorization: Bearer <token>` (a Supabase access token or an API key).")
     return token

@@ -2,9 +2,10 @@
 
 internal.hit_rate_limit() counts the request in the account's current UTC
 hour (JWT and API-key callers share the plan's allowance; a key's share is
-counted too) and answers the limit, what is left and when the window resets.  The answer travels in the
-ASGI scope to RateLimitHeaders, which puts RateLimit-Limit, -Remaining and
--Reset on whatever response the request ends with (a 4xx included).
+counted too) and answers the limit, what is left and when the window resets.
+The answer travels in the ASGI scope to the response-headers middleware
+(gateway/middleware.py), which puts RateLimit-Limit, -Remaining and -Reset
+on whatever response the request ends with (a 4xx included).
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth.principal import Principal
-from gateway.db import Pool
-from gateway.errors import Problem, unauthorized
+from quarry.db import TenantDatabase
+from quarry.errors import RateLimited, Unauthorized
+from quarry.principal import Principal
 
 SCOPE_KEY = "quarry.rate_limit"
 _HIT = "select request_limit, remaining, resets_at, allowed from internal.hit_rate_limit(%s, %s)"
@@ -46,16 +45,16 @@ class RateLimit:
 
 
 class RateLimiter:
-    def __init__(self, pool: Pool, *, enabled: bool = True) -> None:
-        self.pool = pool
+    def __init__(self, database: TenantDatabase, *, enabled: bool = True) -> None:
+        self._database = database
         self.enabled = enabled
 
     async def hit(self, tenant_id: uuid.UUID, api_key_id: uuid.UUID | None = None) -> RateLimit:
-        async with self.pool.connection() as conn:
+        async with self._database.connection() as conn:
             cursor = await conn.execute(_HIT, (tenant_id, api_key_id), prepare=True)
             row = await cursor.fetchone()
         if row is None:
-            raise unauthorized("The credentials belong to a user that no longer exists.")
+            raise Unauthorized("The credentials belong to a user that no longer exists.")
         return RateLimit(row["request_limit"], row["remaining"], row["resets_at"], row["allowed"])
 
     async def check(self, request: Request, principal: Principal) -> None:
@@ -66,32 +65,8 @@ class RateLimiter:
         request.scope[SCOPE_KEY] = state
         if not state.allowed:
             retry_after = max(1, state.seconds_to_reset())
-            raise Problem(
-                429,
-                "rate-limited",
+            raise RateLimited(
                 f"The plan allows {state.limit} requests per hour; try again in {retry_after} s.",
                 headers={"Retry-After": str(retry_after)},
                 extensions={"limit": "requests_per_hour", "limit_value": state.limit, "retry_after": retry_after},
             )
-
-
-class RateLimitHeaders:
-    """ASGI middleware: RateLimit-* headers on every response of a counted request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            state = scope.get(SCOPE_KEY)
-            if message["type"] == "http.response.start" and state is not None:
-                headers = MutableHeaders(scope=message)
-                for name, value in state.headers().items():
-                    headers[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -3,64 +3,73 @@
 The body is never held in memory: parts are parsed as they arrive and the file
 part is written to disk while its size is counted and hashed; past the cap
 the upload is refused at once (413), without reading the rest.
+`MultipartUpload` is the HTTP request as a `FileSource` of the core's
+document flow (quarry.documents.service), which decides everything else.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from gateway.errors import Problem
+from quarry.documents.service import MAX_TITLE_CHARS, IncomingFile
+from quarry.errors import Invalid, MalformedRequest, PayloadTooLarge, QuarryError, Unsupported
 
 FILE_FIELD = "file"
-TEXT_FIELDS = frozenset({"title"})
+TITLE_FIELD = "title"
+TEXT_FIELDS = frozenset({TITLE_FIELD})
 MAX_TEXT_FIELD_BYTES = 4096
-MAX_TITLE_CHARS = 255
+# The multipart framing around a file is small: judging the file by the body's
+# length minus this never refuses an upload that would in fact fit.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+# The request body of POST /api/documents, as /openapi.json describes it; the sink below enforces it.
+# Parts of a multipart body are bytes and text, whatever JSON type a client had in mind, so
+# the schema gives them no JSON type: `file` is any bytes, `title` any text of at most 255 characters.
+UPLOAD_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FILE_FIELD],
+                "properties": {
+                    FILE_FIELD: {
+                        "contentMediaType": "application/octet-stream",
+                        "description": "the document: PDF, TXT, MD, JSON, DOCX, PPTX, XLSX, CSV, HTML or EPUB,"
+                        " within the upload limit",
+                    },
+                    TITLE_FIELD: {
+                        "maxLength": MAX_TITLE_CHARS,
+                        "description": "display title (text); the file's name when absent",
+                    },
+                },
+            },
+            "encoding": {
+                FILE_FIELD: {"contentType": "application/octet-stream"},
+                TITLE_FIELD: {"contentType": "text/plain"},
+            },
+        }
+    },
+}
 
 
-@dataclass
-class ReceivedUpload:
-    path: Path
-    filename: str | None
-    size: int
-    sha256: str
-    fields: dict[str, str] = field(default_factory=dict)
-
-    def title(self) -> str:
-        """A display title: the `title` field, else the file's base name, cleaned."""
-        for candidate in (self.fields.get("title"), self.filename):
-            cleaned = clean_title(candidate or "")
-            if cleaned:
-                return cleaned
-        return "Untitled document"
-
-
-def clean_title(raw: str) -> str:
-    name = re.split(r"[/\\]", raw)[-1]
-    name = unicodedata.normalize("NFC", _CONTROL_CHARACTERS.sub("", name))
-    name = " ".join(name.split())
-    return name[:MAX_TITLE_CHARS].strip()
-
-
-def too_large(limit: int) -> Problem:
-    return Problem(
-        413,
-        "file-too-large",
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
         f"The file is larger than the upload limit of {limit} bytes ({limit / 1024 / 1024:.0f} MiB).",
         extensions={"limit_bytes": limit},
     )
+
+
+def malformed(detail: str) -> MalformedRequest:
+    return MalformedRequest(detail)
 
 
 class _UploadSink:
@@ -120,11 +129,11 @@ class _UploadSink:
     def _headers_finished(self) -> None:
         disposition, params = parse_options_header(self._headers.get(b"content-disposition", b""))
         if disposition != b"form-data" or b"name" not in params:
-            raise Problem(422, "malformed-upload", "Every part needs `Content-Disposition: form-data; name=…`.")
+            raise malformed("Every part needs `Content-Disposition: form-data; name=…`.")
         self._part_name = params[b"name"].decode("utf-8", "replace")
         if self._part_name == FILE_FIELD:
             if self.saw_file:
-                raise Problem(422, "malformed-upload", "Send exactly one `file` part per request.")
+                raise Invalid("Send exactly one `file` part per request.", extensions={"field": FILE_FIELD})
             self.saw_file = True
             raw_name = params.get(b"filename")
             self.filename = raw_name.decode("utf-8", "replace") if raw_name is not None else None
@@ -143,8 +152,9 @@ class _UploadSink:
         elif self._text is not None:
             self._text += chunk
             if len(self._text) > MAX_TEXT_FIELD_BYTES:
-                raise Problem(
-                    422, "field-too-long", f"The `{self._part_name}` field is over {MAX_TEXT_FIELD_BYTES} bytes."
+                raise Invalid(
+                    f"The `{self._part_name}` field is over {MAX_TEXT_FIELD_BYTES} bytes.",
+                    extensions={"field": self._part_name},
                 )
 
     def _part_end(self) -> None:
@@ -155,43 +165,50 @@ class _UploadSink:
             try:
                 self.fields[self._part_name] = self._text.decode("utf-8")
             except UnicodeDecodeError:
-                raise Problem(422, "malformed-upload", f"The `{self._part_name}` field is not UTF-8.") from None
+                raise Invalid(
+                    f"The `{self._part_name}` field is not UTF-8.", extensions={"field": self._part_name}
+                ) from None
             self._text = None
 
 
-async def receive_upload(
-    content_type: str | None,
-    content_length: str | None,
-    body: AsyncIterator[bytes],
-    *,
-    destination: Path,
-    max_bytes: int,
-) -> ReceivedUpload:
-    media_type, params = parse_options_header(content_type or "")
-    boundary = params.get(b"boundary")
-    if media_type != b"multipart/form-data" or not boundary:
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Upload with `Content-Type: multipart/form-data` and the file in a part named `file`.",
-        )
-    declared = int(content_length) if content_length and content_length.isdigit() else None
-    if declared is not None and declared > max_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise too_large(max_bytes)
-    sink = _UploadSink(destination, max_bytes)
-    parser = MultipartParser(boundary, sink.callbacks())
-    try:
-        async for chunk in body:
-            parser.write(chunk)
-        parser.finalize()
-    except Problem:
-        raise
-    except Exception:
-        raise Problem(422, "malformed-upload", "The multipart body could not be parsed.") from None
-    finally:
-        sink.close()
-    if not sink.saw_file:
-        raise Problem(422, "missing-file", "The upload has no part named `file`.")
-    if sink.size == 0:
-        raise Problem(422, "empty-file", "The file is empty.")
-    return ReceivedUpload(destination, sink.filename, sink.size, sink.sha256, sink.fields)
+class MultipartUpload:
+    """An HTTP multipart body (part `file`, optional `title`) as the core's FileSource."""
+
+    def __init__(self, content_type: str | None, content_length: str | None, body: AsyncIterator[bytes]) -> None:
+        media_type, params = parse_options_header(content_type or "")
+        self._boundary = params.get(b"boundary")
+        if media_type != b"multipart/form-data" or not self._boundary:
+            raise Unsupported("Upload with `Content-Type: multipart/form-data` and the file in a part named `file`.")
+        self._declared = int(content_length) if content_length and content_length.isdigit() else None
+        self._body = body
+
+    @property
+    def expected_bytes(self) -> int | None:
+        if self._declared is None:
+            return None
+        return max(self._declared - MULTIPART_OVERHEAD_BYTES, 0)
+
+    async def receive(self, destination: Path, max_bytes: int) -> IncomingFile:
+        if self._declared is not None and self._declared > max_bytes + MULTIPART_OVERHEAD_BYTES:
+            raise too_large(max_bytes)
+        assert self._boundary is not None
+        sink = _UploadSink(destination, max_bytes)
+        parser = MultipartParser(self._boundary, sink.callbacks())
+        try:
+            async for chunk in self._body:
+                parser.write(chunk)
+            parser.finalize()
+        except QuarryError:
+            raise
+        except Exception:
+            raise malformed("The multipart body could not be parsed.") from None
+        finally:
+            sink.close()
+        if not sink.saw_file:
+            raise Invalid("The upload has no part named `file`.", extensions={"field": FILE_FIELD})
+        if sink.size == 0:
+            raise Invalid("The file is empty.", extensions={"field": FILE_FIELD})
+        title = sink.fields.get(TITLE_FIELD)
+        if title is not None and len(title) > MAX_TITLE_CHARS:
+            raise Invalid(f"`title` is longer than {MAX_TITLE_CHARS} characters.", extensions={"field": TITLE_FIELD})
+        return IncomingFile(destination, sink.filename, sink.size, sink.sha256, title)

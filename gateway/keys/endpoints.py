@@ -1,94 +1,77 @@
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
-from gateway.auth.dependencies import authenticate, tenant_transaction
-from gateway.json_body import read_json
-from gateway.keys import service
-from gateway.keys.verifier import ApiKeyVerifier
+from gateway.auth.api_keys import ApiKeyVerifier
+from gateway.operations import Call, Operation, Reply, json_response, resource
+from quarry.keys import service
+from quarry.keys.models import ApiKeyList, CreateApiKey, IssuedApiKey
 
 # The one response that carries a key in plaintext must not be stored anywhere on the way.
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-async def create_key(request: Request) -> JSONResponse:
-    """
-    summary: Create an API key (the plaintext `key` is in this response and nowhere else, ever)
-    description: >-
-      `sk_live_<lookup id>_<secret><checksum>`; only a bcrypt hash of the secret
-      is stored.  Use it as `Authorization: Bearer sk_…` or `Authorization: sk_…`
-      for every route a signed-in user can call, on behalf of its owner.
-      supabase-js: `rpc('create_api_key', {name, expires_at})`.
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema:
-            type: object
-            required: [name]
-            properties:
-              name: {type: string, minLength: 1, maxLength: 200, description: no control characters}
-              expires_at: {type: [string, "null"], format: date-time, description: in the future}
-    responses:
-      201:
-        description: The key, once.
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/IssuedApiKey'}
-      403: {description: The caller authenticated with an API key; keys cannot create keys.}
-      409: {description: The user already has 100 active keys.}
-      422: {description: A bad name or expiry.}
-    """
-    principal = await authenticate(request)
-    name, expires_at = service.parse_create_request(await read_json(request))
-    async with tenant_transaction(request, principal) as conn:
-        issued = await service.create_key(conn, name, expires_at)
-    return JSONResponse(issued, status_code=201, headers={**NO_STORE, "Location": f"/api/keys/{issued['id']}"})
+async def create_key(call: Call) -> Response:
+    issued = await service.create_key(call.session, call.body(CreateApiKey))
+    return json_response(issued, status_code=201, headers={**NO_STORE, "Location": f"/api/keys/{issued.id}"})
 
 
-async def list_keys(request: Request) -> JSONResponse:
-    """
-    summary: The caller's API keys (never the secret or its hash), newest first
-    description: supabase-js reads the same rows from the `api_keys` view.
-    responses:
-      200:
-        description: The keys.
-        content:
-          application/json:
-            schema:
-              type: object
-              properties:
-                data: {type: array, items: {$ref: '#/components/schemas/ApiKey'}}
-    """
-    principal = await authenticate(request)
-    async with tenant_transaction(request, principal) as conn:
-        return JSONResponse({"data": await service.list_keys(conn)})
+async def list_keys(call: Call) -> Response:
+    return json_response(await service.list_keys(call.session))
 
 
-async def revoke_key(request: Request) -> Response:
-    """
-    summary: Revoke an API key (every gateway refuses it within a second)
-    description: Revoking a revoked key changes nothing.  supabase-js - `rpc('revoke_api_key', {id})`.
-    parameters:
-      - {name: key_id, in: path, required: true, schema: {type: string, format: uuid}}
-    responses:
-      204: {description: Revoked.}
-      404: {description: No such key (or not yours).}
-      422: {description: The id is not a UUID.}
-    """
-    principal = await authenticate(request)
-    key_id = service.parse_key_id(request.path_params["key_id"])
-    async with tenant_transaction(request, principal) as conn:
-        await service.revoke_key(conn, key_id)
-    key_verifier: ApiKeyVerifier = request.app.state.key_verifier
+async def revoke_key(call: Call) -> Response:
+    key_id = call.id("key_id")
+    await service.revoke_key(call.session, key_id)
+    key_verifier: ApiKeyVerifier = call.request.app.state.key_verifier
     key_verifier.invalidate(str(key_id))  # here at once; other gateways hear the NOTIFY
     return Response(status_code=204)
 
 
-routes = [
-    Route("/api/keys", create_key, methods=["POST"]),
-    Route("/api/keys", list_keys, methods=["GET"]),
-    Route("/api/keys/{key_id}", revoke_key, methods=["DELETE"]),
+resources = [
+    resource(
+        "/api/keys",
+        Operation(
+            "POST",
+            create_key,
+            summary="Create an API key (the plaintext `key` is in this response and nowhere else, ever)",
+            description=(
+                "`sk_live_<lookup id>_<secret><checksum>`; only a bcrypt hash of the secret is stored.  Use it as"
+                " `Authorization: Bearer sk_…` or `Authorization: sk_…` for every route a signed-in user can call, on"
+                " behalf of its owner.  supabase-js: `rpc('create_api_key', {name, expires_at})`."
+            ),
+            body=CreateApiKey,
+            replies={
+                201: Reply(
+                    "The key, once.",
+                    IssuedApiKey,
+                    headers={"Location": "the key's URL", "Cache-Control": "no-store"},
+                )
+            },
+            problems={
+                403: "The caller authenticated with an API key; keys cannot create keys.",
+                409: "The user already has 100 active keys.",
+                422: "A bad name, or an expiry that is not in the future.",
+            },
+        ),
+        Operation(
+            "GET",
+            list_keys,
+            summary="The caller's API keys (never the secret or its hash), newest first",
+            description="supabase-js reads the same rows from the `api_keys` view.",
+            replies={200: Reply("The keys.", ApiKeyList)},
+        ),
+    ),
+    resource(
+        "/api/keys/{key_id}",
+        Operation(
+            "DELETE",
+            revoke_key,
+            summary="Revoke an API key (every gateway refuses it within a second)",
+            description="Revoking a revoked key changes nothing.  supabase-js: `rpc('revoke_api_key', {id})`.",
+            path_ids={"key_id": "the key's id"},
+            replies={204: Reply("Revoked.")},
+            problems={404: "No such key (or not yours)."},
+        ),
+    ),
 ]

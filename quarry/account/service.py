@@ -1,15 +1,17 @@
+"""Who the caller is, as supabase-js sees it (api.me())."""
+
 from __future__ import annotations
 
-from typing import Any
+from quarry.account.models import Me
+from quarry.db import TenantSession
+from quarry.errors import Unauthorized
 
-from gateway.db import Connection
-from gateway.errors import unauthorized
 
-
-async def get_me(conn: Connection) -> dict[str, Any]:
-    """The caller's tenant id, email and effective plan (api.me(), as supabase-js sees it)."""
-    cursor = await conn.execute("select tenant_id, email, plan from api.me()", prepare=True)
-    row = await cursor.fetchone()
+async def get_me(session: TenantSession) -> Me:
+    """The caller's tenant id, email and effective plan."""
+    async with session.transaction() as conn:
+        cursor = await conn.execute("select tenant_id, email, plan from api.me()", prepare=True)
+        row = await cursor.fetchone()
     if row is None:
-        raise unauthorized("The token names no user.")
-    return {"tenant_id": str(row["tenant_id"]), "email": row["email"], "plan": row["plan"]}
+        raise Unauthorized("The token names no user.")
+    return Me.model_validate(row)

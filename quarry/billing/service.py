@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from gateway.db import Connection
+from quarry.billing.models import LimitUsage, Usage
+from quarry.db import TenantSession
+from quarry.errors import Unauthorized
 
 _USAGE = "select limit_name, used, limit_value, resets_at, plan, subscription_status from api.usage"
 
 
-async def get_usage(conn: Connection) -> dict[str, Any]:
+async def get_usage(session: TenantSession) -> Usage:
     """api.usage (what supabase-js reads), shaped as one object."""
-    rows = await (await conn.execute(_USAGE, prepare=True)).fetchall()
-    first = rows[0] if rows else {"plan": None, "subscription_status": None}
-    return {
-        "plan": first["plan"],
-        "subscription_status": first["subscription_status"],
-        "limits": {
-            row["limit_name"]: {
-                "used": row["used"],
-                "limit": row["limit_value"],
-                "resets_at": row["resets_at"].isoformat() if row["resets_at"] else None,
-            }
+    async with session.transaction() as conn:
+        rows = await (await conn.execute(_USAGE, prepare=True)).fetchall()
+    if not rows:
+        raise Unauthorized("The token names no user.")
+    return Usage(
+        plan=rows[0]["plan"],
+        subscription_status=rows[0]["subscription_status"],
+        limits={
+            row["limit_name"]: LimitUsage(used=row["used"], limit=row["limit_value"], resets_at=row["resets_at"])
             for row in rows
         },
-    }
+    )

@@ -1,10 +1,10 @@
 """Development commands (see `make help`).
 
-    python -m gateway.dev db [--fresh]      create + migrate the local database
-    python -m gateway.dev token EMAIL       print a dev access token for EMAIL
-    python -m gateway.dev plan EMAIL PLAN   put EMAIL on free, pro or enterprise
-    python -m gateway.dev run               database, dev auth server, gateway
-    python -m gateway.dev authserver        only the dev JWKS server
+    python -m quarry.dev db [--fresh]      create + migrate the local database
+    python -m quarry.dev token EMAIL       print a dev access token for EMAIL
+    python -m quarry.dev plan EMAIL PLAN   put EMAIL on free, pro or enterprise
+    python -m quarry.dev run               database, dev auth server, gateway
+    python -m quarry.dev authserver        only the dev JWKS server
 
 All of them refuse to run with QUARRY_ENV=production.
 """
@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from gateway.dev.database import DatabaseSetupError, prepare_database
-from gateway.dev.keys import load_or_create_key, mint_token
-from gateway.dev.settings import DevModeRefused, DevSettings
-from gateway.dev.users import PLANS, SUBSCRIPTION_STATUSES, ensure_user, set_plan
-from gateway.settings import SettingsError
+from quarry.dev.database import DatabaseSetupError, prepare_database
+from quarry.dev.keys import load_or_create_key, mint_token
+from quarry.dev.settings import DevModeRefused, DevSettings
+from quarry.dev.users import PLANS, SUBSCRIPTION_STATUSES, ensure_user, set_plan
+from quarry.settings import SettingsError
 
 
 def database_name(url: str) -> str:
@@ -65,7 +65,7 @@ def cmd_plan(settings: DevSettings, args: argparse.Namespace) -> int:
 def cmd_authserver(settings: DevSettings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway.dev.authserver import create_auth_app
+    from quarry.dev.authserver import create_auth_app
 
     parts = urlsplit(settings.gateway.supabase_url)
     uvicorn.run(
@@ -97,7 +97,7 @@ def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
     python = sys.executable
     gateway_url = f"http://{args.host}:{args.port}"
     processes = [
-        subprocess.Popen([python, "-m", "gateway.dev", "authserver"]),
+        subprocess.Popen([python, "-m", "quarry.dev", "authserver"]),
         subprocess.Popen(
             [
                 python,
@@ -158,7 +158,7 @@ Ctrl-C stops everything.""",
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.dev", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m quarry.dev", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
     db = commands.add_parser("db", help="create and migrate the local database")

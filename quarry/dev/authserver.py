@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.dev.keys import load_or_create_key, public_jwk
-from gateway.dev.settings import DevSettings
+from quarry.dev.keys import load_or_create_key, public_jwk
+from quarry.dev.settings import DevSettings
 
 
 def create_auth_app(settings: DevSettings | None = None) -> Starlette:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from gateway.paths import REPO_ROOT, SHIM_DIR, SUPABASE_CLI
+from quarry.paths import REPO_ROOT, SHIM_DIR, SUPABASE_CLI
 
 
 class DatabaseSetupError(RuntimeError):

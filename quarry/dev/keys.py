@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from gateway.dev.settings import DevModeRefused, DevSettings
+from quarry.dev.settings import DevModeRefused, DevSettings
 
 KEY_FILE = "jwt-es256-private.pem"
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.paths import REPO_ROOT
-from gateway.settings import Settings, dev_database_name
+from quarry.paths import REPO_ROOT
+from quarry.settings import Settings, dev_database_name
 
 
 class DevModeRefused(RuntimeError):

@@ -1,11 +1,18 @@
 """The ingest pipeline: blob → text → chunks → vectors → Postgres (→ outbox).
 
 Statuses: queued → processing → indexing (chunks and vectors committed; the
-outbox relay takes it from there) → ready, or failed(reason).  Everything for
-the tenant runs through TenantDatabase.act_as, so RLS applies to the worker
-as it does to the gateway.  Re-running a job is harmless: a document that is
-no longer queued/processing is left alone, and the chunks are replaced in one
-transaction with ids that are stable per (document, ordinal).
+outbox relay takes it from there) → ready, or failed(reason), each step a SQL
+transition function (internal.start_processing, finish_processing,
+fail_processing).  Everything for the tenant runs in the job's TenantSession
+(act_as), so RLS applies to the worker as it does to the gateway.  Re-running
+a job is harmless: a document that is no longer queued/processing is left
+alone, and the chunks are replaced in one transaction with ids that are
+stable per (document, ordinal).
+
+Failures follow the error hierarchy: an unreadable file fails the document
+with its reason; a retryable QuarryError (database, storage briefly away)
+propagates so that the job is retried, and fails the document on the last
+attempt; anything else is a bug, logged with its traceback, and fails it.
 """
 
 from __future__ import annotations
@@ -17,35 +24,20 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import PoolTimeout
 
-from gateway.db import TenantDatabase
-from gateway.embedding import EmbeddingBatcher, SparseEmbedder
-from gateway.storage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, blob_key
-from worker.chunking import Chunker, ChunkText, chunk_id
-from worker.parsing.errors import UnreadableDocument
-from worker.parsing.extract import Extracted, extract
-from worker.parsing.sniff import FORMATS
+from quarry.db import TenantSession
+from quarry.documents.chunking import Chunker, ChunkText, chunk_id
+from quarry.embedding import EmbeddingBatcher, SparseEmbedder
+from quarry.errors import QuarryError, Unavailable
+from quarry.parsing.errors import UnreadableDocument
+from quarry.parsing.extract import Extracted, extract
+from quarry.parsing.sniff import FORMATS
+from quarry.storage.blobs import BlobNotFound, BlobStore, blob_key
 
-logger = logging.getLogger("quarry.worker.ingest")
+logger = logging.getLogger("quarry.quarry.documents.ingest")
 
 FORMAT_BY_MIME_TYPE = {mime: fmt for fmt, mime in FORMATS.items()}
-MAX_ERROR_REASON = 500
-
-
-class TransientIngestError(Exception):
-    """Worth retrying later (storage or database briefly unavailable)."""
-
-
-# Failures of the machinery, not of the document: retried with backoff.
-TRANSIENT_ERRORS = (
-    TransientIngestError,
-    BlobStoreUnavailable,
-    psycopg.OperationalError,
-    PoolTimeout,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +52,6 @@ class EmbeddedChunk:
 class IngestPipeline:
     def __init__(
         self,
-        database: TenantDatabase,
         blobs: BlobStore,
         chunker: Chunker,
         dense: EmbeddingBatcher,
@@ -68,65 +59,53 @@ class IngestPipeline:
         *,
         embedding_model: str,
     ) -> None:
-        self._database = database
         self._blobs = blobs
         self._chunker = chunker
         self._dense = dense
         self._sparse = sparse
         self._embedding_model = embedding_model
 
-    async def ingest(self, tenant_id: uuid.UUID, document_id: uuid.UUID, *, final_attempt: bool) -> None:
-        """Every outcome ends the document `indexing` or `failed`, or leaves it for a retry."""
+    async def ingest(self, session: TenantSession, document_id: uuid.UUID, *, final_attempt: bool) -> None:
+        """Every outcome ends the document `indexing` or `failed`, or raises a retryable QuarryError."""
         try:
-            await self._ingest(tenant_id, document_id)
+            await self._ingest(session, document_id)
         except UnreadableDocument as error:
-            await self.fail(tenant_id, document_id, error.reason)
-        except TRANSIENT_ERRORS as error:
-            if final_attempt:
-                reason = f"Processing kept failing ({type(error).__name__}); upload it again later."
-                await self.fail(tenant_id, document_id, reason)
-                return
-            raise TransientIngestError(f"{type(error).__name__}: {error}") from error
+            await self.fail(session, document_id, error.reason)
+        except QuarryError as error:
+            if not error.retryable:
+                logger.exception("ingest of document %s failed unexpectedly", document_id)
+                await self.fail(session, document_id, f"Processing failed unexpectedly ({error.slug}).")
+            elif final_attempt:
+                reason = f"Processing kept failing ({error.slug}); upload it again later."
+                await self.fail(session, document_id, reason)
+            else:
+                raise
         except Exception as error:  # a bug or an input nobody foresaw: say so, don't leave it hanging
             logger.exception("ingest of document %s failed unexpectedly", document_id)
-            await self.fail(tenant_id, document_id, f"Processing failed unexpectedly ({type(error).__name__}).")
+            await self.fail(session, document_id, f"Processing failed unexpectedly ({type(error).__name__}).")
 
-    async def _ingest(self, tenant_id: uuid.UUID, document_id: uuid.UUID) -> None:
-        claims = {"sub": str(tenant_id)}
-        mime_type = await self._start(claims, document_id)
+    async def _ingest(self, session: TenantSession, document_id: uuid.UUID) -> None:
+        mime_type = await self._start(session, document_id)
         if mime_type is None:
             return
         # The key is derived here, never read from the row (a constraint also ties the two).
-        key = blob_key(tenant_id, document_id)
+        key = blob_key(session.tenant_id, document_id)
         extracted = await self._extract(key, mime_type)
         embedded = await self._embed(document_id, extracted)
-        await self._store(claims, document_id, extracted, embedded)
+        await self._store(session, document_id, extracted, embedded)
 
-    async def fail(self, tenant_id: uuid.UUID, document_id: uuid.UUID, reason: str) -> None:
-        async with self._database.act_as({"sub": str(tenant_id)}) as conn:
-            await conn.execute(
-                """
-                update app.documents set status = 'failed', error_reason = %s
-                where id = %s and status in ('queued', 'processing')
-                """,
-                (reason[:MAX_ERROR_REASON], document_id),
-            )
+    async def fail(self, session: TenantSession, document_id: uuid.UUID, reason: str) -> None:
+        async with session.transaction() as conn:
+            await conn.execute("select internal.fail_processing(%s, %s)", (document_id, reason))
         logger.info("document %s failed: %s", document_id, reason)
 
-    async def _start(self, claims: dict[str, str], document_id: uuid.UUID) -> str | None:
+    async def _start(self, session: TenantSession, document_id: uuid.UUID) -> str | None:
         """The document's type, or None if it is gone or an earlier run already processed it."""
-        async with self._database.act_as(claims) as conn:
+        async with session.transaction() as conn:
             row = await (
-                await conn.execute(
-                    """
-                    update app.documents set status = 'processing', error_reason = null
-                    where id = %s and status in ('queued', 'processing')
-                    returning coalesce(mime_type, '') as mime_type
-                    """,
-                    (document_id,),
-                )
+                await conn.execute("select internal.start_processing(%s) as mime_type", (document_id,))
             ).fetchone()
-        return str(row["mime_type"]) if row else None
+        return None if row is None or row["mime_type"] is None else str(row["mime_type"])
 
     async def _extract(self, key: str, mime_type: str) -> Extracted:
         fmt = FORMAT_BY_MIME_TYPE.get(mime_type)
@@ -145,7 +124,7 @@ class IngestPipeline:
             except MemoryError:
                 raise UnreadableDocument("The document is too large to process.") from None
             except OSError as error:  # the temporary disk, not the document
-                raise TransientIngestError(f"local I/O failed: {type(error).__name__}") from error
+                raise Unavailable("Local storage failed.", internal=f"local I/O failed: {error!r}") from error
             except Exception as error:  # a parser bug or a file shape we did not foresee
                 logger.exception("unexpected %s while extracting a %s", type(error).__name__, fmt)
                 raise UnreadableDocument(f"The file could not be read ({type(error).__name__}).") from error
@@ -165,14 +144,14 @@ class IngestPipeline:
 
     async def _store(
         self,
-        claims: dict[str, str],
+        session: TenantSession,
         document_id: uuid.UUID,
         extracted: Extracted,
         embedded: list[EmbeddedChunk],
     ) -> None:
         text = "\n\n".join(segment.text for segment in extracted.segments)
         try:
-            async with self._database.act_as(claims) as conn:
+            async with session.transaction() as conn:
                 await conn.execute("delete from app.chunks where document_id = %s", (document_id,))
                 await conn.execute(
                     """
@@ -200,15 +179,13 @@ class IngestPipeline:
                         for item in embedded
                     ],
                 )
-                updated = await conn.execute(
-                    """
-                    update app.documents
-                    set status = 'indexing', page_count = %s, chunk_count = %s, char_count = %s
-                    where id = %s and status = 'processing'
-                    """,
-                    (extracted.page_count, len(embedded), len(text), document_id),
-                )
-                if updated.rowcount == 0:  # deleted meanwhile: keep nothing
+                row = await (
+                    await conn.execute(
+                        "select internal.finish_processing(%s, %s, %s, %s) as finished",
+                        (document_id, extracted.page_count, len(embedded), len(text)),
+                    )
+                ).fetchone()
+                if not (row and row["finished"]):  # deleted or failed meanwhile: keep nothing
                     raise _DocumentGone
         except _DocumentGone:
             return

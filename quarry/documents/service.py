@@ -1,4 +1,12 @@
-"""Documents: create (after an upload), list, read, delete, content.
+"""Documents: the one creation flow every importer uses, and list, read, delete, content.
+
+`DocumentService.create` is how a file becomes a document, whoever brings it
+(an HTTP upload today, a Drive sync or any later importer tomorrow):
+
+    plan precheck → receive the file → sniff its type → store the blob →
+    row + ingest job in one transaction (the plan's format, monthly count and
+    storage checked atomically by the insert's triggers) → on any failure,
+    remove the blob.
 
 Reads and deletes go through api.documents, the same security_invoker view
 supabase-js uses, so both paths see the same rows and trigger the same
@@ -13,108 +21,142 @@ import binascii
 import json
 import logging
 import re
+import tempfile
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
-from gateway.db import Connection
-from gateway.documents.upload import ReceivedUpload
-from gateway.errors import Problem
-from gateway.storage.blobs import BlobStore, blob_key
-from worker.parsing.sniff import Sniffed
+from quarry.db import Connection, TenantSession
+from quarry.documents.models import Document, DocumentListQuery, DocumentPage, DocumentSource
+from quarry.errors import Conflict, Invalid, NotFound
+from quarry.parsing.sniff import Sniffed, sniff
+from quarry.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
 
 logger = logging.getLogger("quarry.documents")
 
+MAX_TITLE_CHARS = 255
+UNTITLED = "Untitled document"
 DOCUMENT_COLUMNS = (
     "id, title, source, mime_type, size_bytes, status, error_reason, page_count, chunk_count,"
     " created_at, updated_at, ready_at"
 )
 _INSERT_DOCUMENT = f"""
 insert into app.documents (id, title, source, mime_type, size_bytes, blob_key, sha256)
-values (%s, %s, 'upload', %s, %s, %s, %s)
+values (%s, %s, %s, %s, %s, %s, %s)
 returning {DOCUMENT_COLUMNS}
 """  # noqa: S608 (DOCUMENT_COLUMNS is a constant)
-STATUSES = ("queued", "processing", "indexing", "ready", "failed")
-SOURCES = ("upload", "drive")
-MAX_PAGE_SIZE = 100
-# The multipart framing around a file is small: judging the file by the body's
-# length minus this never refuses an upload that would in fact fit.
-MULTIPART_ALLOWANCE = 64 * 1024
-MAX_CURSOR_LENGTH = 200
-
-
-def document_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: (
-            value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, uuid.UUID) else value
-        )
-        for key, value in row.items()
-    }
-
-
-async def precheck_upload(conn: Connection, content_length: str | None) -> None:
-    """Refuse (402) before the body is read if the month is used up or the file cannot fit.
-
-    Advisory: it counts nothing; the insert's atomic check decides.
-    """
-    expected = int(content_length) - MULTIPART_ALLOWANCE if content_length and content_length.isdigit() else 0
-    # Absurd lengths are receive_upload's to refuse (413); here they only need to stay a bigint.
-    await conn.execute("select internal.precheck_upload(%s::bigint)", (min(max(expected, 0), 2**62),), prepare=True)
-
-
-async def store_blob(blobs: BlobStore, tenant_id: uuid.UUID, document_id: uuid.UUID, upload: ReceivedUpload) -> str:
-    key = blob_key(tenant_id, document_id)
-    try:
-        await asyncio.to_thread(blobs.put_file, key, upload.path)
-    except Exception:  # unavailable, or refusing us (credentials, bucket): either way not the client's fault
-        logger.exception("storing the upload failed")
-        raise Problem(503, "storage-unavailable", "File storage is unavailable; try again shortly.") from None
-    return key
-
-
-async def discard_blob(blobs: BlobStore, key: str) -> None:
-    try:
-        await asyncio.to_thread(blobs.delete, key)
-    except Exception:  # the orphan is harmless and named by its key; log and move on
-        logger.exception("could not remove blob %s after a failed upload", key)
-
-
-async def insert_document(
-    conn: Connection, document_id: uuid.UUID, upload: ReceivedUpload, sniffed: Sniffed, key: str
-) -> dict[str, Any]:
-    """The row and (by trigger) its ingest job, in the caller's transaction."""
-    cursor = await conn.execute(
-        _INSERT_DOCUMENT,
-        (document_id, upload.title(), sniffed.mime_type, upload.size, key, upload.sha256),
-    )
-    row = await cursor.fetchone()
-    assert row is not None
-    return document_json(row)
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
-class ListQuery:
-    limit: int
-    status: str | None
-    source: str | None
-    after: tuple[datetime, uuid.UUID] | None
+class IncomingFile:
+    """A file received into a local path, about to become a document."""
+
+    path: Path
+    filename: str | None
+    size: int
+    sha256: str
+    title: str | None = None
+
+    def display_title(self) -> str:
+        """The title given, else the file's base name, cleaned; never empty."""
+        for candidate in (self.title, self.filename):
+            cleaned = clean_title(candidate or "")
+            if cleaned:
+                return cleaned
+        return UNTITLED
 
 
-def parse_list_query(params: dict[str, str]) -> ListQuery:
-    unknown = set(params) - {"limit", "cursor", "status", "source"}
-    if unknown:
-        raise Problem(422, "invalid-parameter", f"Unknown query parameter(s): {', '.join(sorted(unknown))}.")
-    raw_limit = params.get("limit", "20")
-    if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
-        raise Problem(422, "invalid-parameter", f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}.")
-    status, source = params.get("status"), params.get("source")
-    if status is not None and status not in STATUSES:
-        raise Problem(422, "invalid-parameter", f"`status` must be one of {', '.join(STATUSES)}.")
-    if source is not None and source not in SOURCES:
-        raise Problem(422, "invalid-parameter", f"`source` must be one of {', '.join(SOURCES)}.")
-    cursor = params.get("cursor")
-    return ListQuery(int(raw_limit), status, source, decode_cursor(cursor) if cursor else None)
+class FileSource(Protocol):
+    """Where a new document's bytes come from: an HTTP upload, a Drive download, …"""
+
+    @property
+    def expected_bytes(self) -> int | None:
+        """The file's size if known before receiving it (for the plan precheck)."""
+        ...
+
+    async def receive(self, destination: Path, max_bytes: int) -> IncomingFile:
+        """Write the file to destination, refusing (PayloadTooLarge) past max_bytes."""
+        ...
+
+
+def clean_title(raw: str) -> str:
+    name = re.split(r"[/\\]", raw)[-1]
+    name = unicodedata.normalize("NFC", _CONTROL_CHARACTERS.sub("", name))
+    name = " ".join(name.split())
+    return name[:MAX_TITLE_CHARS].strip()
+
+
+class DocumentService:
+    def __init__(self, blobs: BlobStore, *, max_bytes: int) -> None:
+        self._blobs = blobs
+        self.max_bytes = max_bytes
+
+    async def create(
+        self, session: TenantSession, source: FileSource, *, origin: DocumentSource = "upload"
+    ) -> Document:
+        """Make a document of the file the source brings; its ingest job is queued with it."""
+        async with session.transaction() as conn:
+            await precheck(conn, source.expected_bytes)
+        with tempfile.TemporaryDirectory(prefix="quarry-upload-") as workdir:
+            incoming = await source.receive(Path(workdir) / "upload", self.max_bytes)
+            sniffed = await asyncio.to_thread(sniff, incoming.path, incoming.filename)
+            document_id = uuid.uuid4()
+            key = await self._store(session.tenant_id, document_id, incoming)
+            try:
+                async with session.transaction() as conn:
+                    return await _insert(conn, document_id, incoming, sniffed, key, origin)
+            except BaseException:
+                await self._discard(key)
+                raise
+
+    async def _store(self, tenant_id: uuid.UUID, document_id: uuid.UUID, incoming: IncomingFile) -> str:
+        key = blob_key(tenant_id, document_id)
+        try:
+            await asyncio.to_thread(self._blobs.put_file, key, incoming.path)
+        except BlobStoreUnavailable:
+            raise
+        except Exception as error:  # refusing us (credentials, bucket): not the caller's fault either
+            logger.exception("storing a new document's file failed")
+            raise BlobStoreUnavailable(f"storing {key} failed: {type(error).__name__}") from error
+        return key
+
+    async def _discard(self, key: str) -> None:
+        try:
+            await asyncio.to_thread(self._blobs.delete, key)
+        except Exception:  # the orphan is harmless and named by its key; log and move on
+            logger.exception("could not remove blob %s after a failed upload", key)
+
+
+async def precheck(conn: Connection, expected_bytes: int | None) -> None:
+    """Refuse (402) before the file is received if the month is used up or the file cannot fit.
+
+    Advisory: it counts nothing; the insert's atomic check decides.
+    """
+    # Absurd sizes are the receiver's to refuse (413); here they only need to stay a bigint.
+    expected = min(max(expected_bytes or 0, 0), 2**62)
+    await conn.execute("select internal.precheck_upload(%s::bigint)", (expected,), prepare=True)
+
+
+async def _insert(
+    conn: Connection,
+    document_id: uuid.UUID,
+    incoming: IncomingFile,
+    sniffed: Sniffed,
+    key: str,
+    origin: DocumentSource,
+) -> Document:
+    """The row and (by trigger) its ingest job and audit entry, in the caller's transaction."""
+    cursor = await conn.execute(
+        _INSERT_DOCUMENT,
+        (document_id, incoming.display_title(), origin, sniffed.mime_type, incoming.size, key, incoming.sha256),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return Document.model_validate(row)
 
 
 def encode_cursor(created_at: datetime, document_id: uuid.UUID) -> str:
@@ -123,17 +165,15 @@ def encode_cursor(created_at: datetime, document_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise Problem(422, "invalid-parameter", "`cursor` is not one this API returned.")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, document_id = json.loads(raw)
         return datetime.fromisoformat(created_at), uuid.UUID(document_id)
     except (ValueError, TypeError, binascii.Error, RecursionError):
-        raise Problem(422, "invalid-parameter", "`cursor` is not one this API returned.") from None
+        raise Invalid("`cursor` is not one this API returned.", extensions={"field": "cursor"}) from None
 
 
-async def list_documents(conn: Connection, query: ListQuery) -> dict[str, Any]:
+async def list_documents(session: TenantSession, query: DocumentListQuery) -> DocumentPage:
     conditions: list[str] = ["true"]
     params: list[object] = []
     if query.status:
@@ -142,66 +182,62 @@ async def list_documents(conn: Connection, query: ListQuery) -> dict[str, Any]:
     if query.source:
         conditions.append("source = %s::app.document_source")
         params.append(query.source)
-    if query.after:
+    if query.cursor:
         conditions.append("(created_at, id) < (%s, %s)")
-        params.extend(query.after)
+        params.extend(decode_cursor(query.cursor))
     params.append(query.limit + 1)
-    cursor = await conn.execute(
-        f"select {DOCUMENT_COLUMNS} from api.documents where {' and '.join(conditions)}"  # noqa: S608 (constants)
-        " order by created_at desc, id desc limit %s",
-        params,
-    )
-    rows = await cursor.fetchall()
+    async with session.transaction() as conn:
+        cursor = await conn.execute(
+            f"select {DOCUMENT_COLUMNS} from api.documents where {' and '.join(conditions)}"  # noqa: S608 (constants)
+            " order by created_at desc, id desc limit %s",
+            params,
+        )
+        rows = await cursor.fetchall()
     page = rows[: query.limit]
     next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > query.limit else None
-    return {"data": [document_json(row) for row in page], "next_cursor": next_cursor}
+    return DocumentPage(data=[Document.model_validate(row) for row in page], next_cursor=next_cursor)
 
 
-def parse_document_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise Problem(422, "invalid-parameter", "The document id must be a UUID.") from None
+def not_found() -> NotFound:
+    return NotFound("No such document.")
 
 
-def not_found() -> Problem:
-    return Problem(404, "not-found", "No such document.")
-
-
-async def get_document(conn: Connection, document_id: uuid.UUID) -> dict[str, Any]:
-    cursor = await conn.execute(
-        f"select {DOCUMENT_COLUMNS} from api.documents where id = %s",  # noqa: S608 (a constant)
-        (document_id,),
-    )
-    row = await cursor.fetchone()
+async def get_document(session: TenantSession, document_id: uuid.UUID) -> Document:
+    async with session.transaction() as conn:
+        cursor = await conn.execute(
+            f"select {DOCUMENT_COLUMNS} from api.documents where id = %s",  # noqa: S608 (a constant)
+            (document_id,),
+        )
+        row = await cursor.fetchone()
     if row is None:
         raise not_found()
-    return document_json(row)
+    return Document.model_validate(row)
 
 
-async def delete_document(conn: Connection, document_id: uuid.UUID) -> None:
-    cursor = await conn.execute("delete from api.documents where id = %s returning id", (document_id,))
-    if await cursor.fetchone() is None:
-        raise not_found()
+async def delete_document(session: TenantSession, document_id: uuid.UUID) -> None:
+    async with session.transaction() as conn:
+        cursor = await conn.execute("delete from api.documents where id = %s returning id", (document_id,))
+        if await cursor.fetchone() is None:
+            raise not_found()
 
 
-async def document_content(conn: Connection, document_id: uuid.UUID) -> str:
-    cursor = await conn.execute(
-        """
-        select d.status::text as status, t.text
-        from api.documents as d left join app.document_texts as t on t.document_id = d.id
-        where d.id = %s
-        """,
-        (document_id,),
-    )
-    row = await cursor.fetchone()
+async def document_content(session: TenantSession, document_id: uuid.UUID) -> str:
+    async with session.transaction() as conn:
+        cursor = await conn.execute(
+            """
+            select d.status::text as status, t.text
+            from api.documents as d left join app.document_texts as t on t.document_id = d.id
+            where d.id = %s
+            """,
+            (document_id,),
+        )
+        row = await cursor.fetchone()
     if row is None:
         raise not_found()
     if row["text"] is None:
-        raise Problem(
-            409,
-            "not-processed",
+        raise Conflict(
             f"The document has no processed text yet (status: {row['status']}).",
+            slug="not-processed",
             extensions={"document_status": row["status"]},
         )
     return str(row["text"])

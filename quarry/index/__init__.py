@@ -1,12 +1,12 @@
 """The vector index: one tenant-requiring wrapper, two backends.
 
-`gateway.index.edge.EdgeIndex` (Qdrant Edge, in-process, the embedded default) and
-`gateway.index.server.ServerIndex` (a Qdrant server through qdrant-client) both
+`quarry.index.edge.EdgeIndex` (Qdrant Edge, in-process, the embedded default) and
+`quarry.index.server.ServerIndex` (a Qdrant server through qdrant-client) both
 implement `VectorIndex`; import the backend you use from its module, so that a
 process loads only that engine.
 """
 
-from gateway.index.base import (
+from quarry.index.base import (
     DEFAULT_COLLECTION,
     DENSE_SIZE,
     IndexHit,

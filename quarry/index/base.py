@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
+from quarry.errors import Unavailable
+
 COLLECTION_PREFIX = "chunks_"
 DEFAULT_MODEL = "all-minilm-l6-v2"
 DENSE_VECTOR = "dense"
@@ -62,8 +64,13 @@ def collection_name(model: str = DEFAULT_MODEL) -> str:
 DEFAULT_COLLECTION = collection_name()
 
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(Unavailable):
     """The index cannot be reached (server down, shard locked or unopenable); retry later."""
+
+    slug = "index-unavailable"
+
+    def __init__(self, internal: str) -> None:
+        super().__init__("Search is unavailable for a moment; try again shortly.", internal=internal)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from gateway.index.base import (
+from quarry.index.base import (
     CREATED_AT_FIELD,
     DENSE_SIZE,
     DENSE_VECTOR,
@@ -317,7 +317,7 @@ class EdgeIndex:
         search_filter = edge_filter(search_conditions(tenant_id, filters))
         if filters is not None and filters.matches_nothing:
             return []
-        # BM25 IDF over this tenant's points only (see gateway.index.base).
+        # BM25 IDF over this tenant's points only (see quarry.index.base).
         idf_params = SearchParams(idf=IdfParams(corpus=tenant_filter(tenant_id)))
         dense_query = None if dense is None else Query.Nearest(as_list(dense), using=DENSE_VECTOR)
         sparse_query = None

@@ -1,27 +1,19 @@
-"""Build the storage and index backends the settings ask for."""
+"""The vector index the settings ask for, opened on first use."""
 
 from __future__ import annotations
 
 import threading
 
-from gateway.index.base import VectorIndex
-from gateway.settings import Settings
-from gateway.storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
-
-
-def open_blob_store(settings: Settings) -> BlobStore:
-    if settings.blob_backend == "s3":
-        assert settings.s3_bucket is not None  # Settings checks this
-        return S3BlobStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url)
-    return LocalBlobStore(settings.blob_dir)
+from quarry.index.base import VectorIndex
+from quarry.settings import Settings
 
 
 def open_vector_index(settings: Settings) -> VectorIndex:
     if settings.index_backend == "server":
-        from gateway.index.server import ServerIndex
+        from quarry.index.server import ServerIndex
 
         return ServerIndex(settings.qdrant_url, api_key=settings.qdrant_api_key)
-    from gateway.index.edge import EdgeIndex
+    from quarry.index.edge import EdgeIndex
 
     return EdgeIndex(settings.index_dir)
 

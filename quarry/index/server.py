@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from gateway.index.base import (
+from quarry.index.base import (
     CREATED_AT_FIELD,
     DEFAULT_COLLECTION,
     DENSE_SIZE,
@@ -296,7 +296,7 @@ class ServerIndex:
         search_filter = server_filter(search_conditions(tenant_id, filters))
         if filters is not None and filters.matches_nothing:
             return []
-        # BM25 IDF over this tenant's points only (see gateway.index.base).
+        # BM25 IDF over this tenant's points only (see quarry.index.base).
         idf_params = qm.SearchParams(idf=qm.IdfCorpusParams(corpus=tenant_filter(tenant_id)))
         dense_query = None if dense is None else as_list(dense)
         sparse_query = None

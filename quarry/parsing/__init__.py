@@ -1,20 +1,8 @@
-"""Uploads in, text out: content sniffing (sniff) and text extraction (extract).
+"""Uploads in, text out: content sniffing (`quarry.parsing.sniff`) and text
+extraction (`quarry.parsing.extract`).
 
 sniff runs at upload and raises UnsupportedDocument (HTTP 415); extract runs
 in the worker and raises UnreadableDocument (the document fails with reason).
+Import extract from its module where it is needed: it loads the PDF and Office
+parsers, which the gateway never needs (a test checks that it does not load them).
 """
-
-from worker.parsing.errors import UnreadableDocument, UnsupportedDocument
-from worker.parsing.extract import Extracted, Segment, extract
-from worker.parsing.sniff import FORMATS, Sniffed, sniff
-
-__all__ = [
-    "FORMATS",
-    "Extracted",
-    "Segment",
-    "Sniffed",
-    "UnreadableDocument",
-    "UnsupportedDocument",
-    "extract",
-    "sniff",
-]

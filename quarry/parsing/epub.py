@@ -8,11 +8,11 @@ from pathlib import Path
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
-from worker.parsing.errors import UnreadableDocument, parser_failures
-from worker.parsing.htmltext import parse_html
-from worker.parsing.segments import Extracted, Position, finish
-from worker.parsing.textfiles import text_encoding
-from worker.parsing.zipguard import ZipLimitExceeded, bounded_zip
+from quarry.parsing.errors import UnreadableDocument, parser_failures
+from quarry.parsing.htmltext import parse_html
+from quarry.parsing.segments import Extracted, Position, finish
+from quarry.parsing.textfiles import text_encoding
+from quarry.parsing.zipguard import ZipLimitExceeded, bounded_zip
 
 DAMAGED = "The EPUB file is damaged: its package (container.xml, OPF, spine) could not be read."
 DRM_PROTECTED = "The EPUB is DRM-protected; its text cannot be read."

@@ -5,26 +5,38 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from quarry.errors import Invalid, Unsupported
 
-class UnsupportedDocument(Exception):
+
+class UnsupportedDocument(Unsupported):
     """Rejected at upload (HTTP 415): the content is not a format Quarry reads.
 
     reason is one sentence a user understands; detected names what the file
     looks like instead (for example "ELF executable"), when that is known.
     """
 
+    slug = "unsupported-document"
+
     def __init__(self, reason: str, *, detected: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__(reason, extensions={"detected": detected} if detected else None)
         self.detected = detected
 
+    @property
+    def reason(self) -> str:
+        return self.detail
 
-class UnreadableDocument(Exception):
+
+class UnreadableDocument(Invalid):
     """Parsing failed for good: retrying cannot help, the document becomes failed(reason)."""
+
+    slug = "unreadable-document"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason
+
+    @property
+    def reason(self) -> str:
+        return self.detail
 
 
 @contextmanager

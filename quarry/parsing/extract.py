@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.parsing.epub import extract_epub
-from worker.parsing.errors import UnreadableDocument
-from worker.parsing.htmltext import extract_html
-from worker.parsing.office import extract_docx, extract_pptx, extract_xlsx
-from worker.parsing.pdf import extract_pdf
-from worker.parsing.segments import Extracted, Segment
-from worker.parsing.textfiles import extract_csv, extract_json, extract_md, extract_txt
+from quarry.parsing.epub import extract_epub
+from quarry.parsing.errors import UnreadableDocument
+from quarry.parsing.htmltext import extract_html
+from quarry.parsing.office import extract_docx, extract_pptx, extract_xlsx
+from quarry.parsing.pdf import extract_pdf
+from quarry.parsing.segments import Extracted, Segment
+from quarry.parsing.textfiles import extract_csv, extract_json, extract_md, extract_txt
 
 __all__ = ["Extracted", "Segment", "extract"]
 

@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import TextIO
 
-from worker.parsing.errors import UnreadableDocument, parser_failures
-from worker.parsing.segments import Extracted, SectionWriter, finish
-from worker.parsing.textfiles import NOT_UTF8, text_encoding
+from quarry.parsing.errors import UnreadableDocument, parser_failures
+from quarry.parsing.segments import Extracted, SectionWriter, finish
+from quarry.parsing.textfiles import NOT_UTF8, text_encoding
 
 _HIDDEN = frozenset({"script", "style", "noscript", "template"})
 _SECTION_HEADINGS = frozenset({"h1", "h2", "h3"})

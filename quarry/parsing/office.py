@@ -23,9 +23,9 @@ from pptx.shapes.base import BaseShape
 from pptx.shapes.graphfrm import GraphicFrame
 from pptx.shapes.group import GroupShape
 
-from worker.parsing.errors import UnreadableDocument, parser_failures
-from worker.parsing.segments import Extracted, Position, SectionWriter, finish
-from worker.parsing.zipguard import ZipLimitExceeded, check_zip_bounds
+from quarry.parsing.errors import UnreadableDocument, parser_failures
+from quarry.parsing.segments import Extracted, Position, SectionWriter, finish
+from quarry.parsing.zipguard import ZipLimitExceeded, check_zip_bounds
 
 MAX_ROWS_PER_SHEET = 100_000
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from pypdf import PasswordType, PdfReader
 
-from worker.parsing.errors import UnreadableDocument, parser_failures
-from worker.parsing.segments import Extracted, Position, finish
+from quarry.parsing.errors import UnreadableDocument, parser_failures
+from quarry.parsing.segments import Extracted, Position, finish
 
 # pypdf logs a warning for every malformed object it works around; a damaged
 # upload would otherwise write hundreds of lines to the worker's log.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
-logger = logging.getLogger("quarry.worker.parsing")
+logger = logging.getLogger("quarry.quarry.parsing")
 
 DAMAGED = "The PDF is damaged or not a PDF, and could not be read."
 ENCRYPTED = "The PDF is password-protected."

@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from worker.parsing.errors import UnreadableDocument
+from quarry.parsing.errors import UnreadableDocument
 
 Position = dict[str, int | str]
 

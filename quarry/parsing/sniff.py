@@ -14,8 +14,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.parsing.errors import UnsupportedDocument
-from worker.parsing.textfiles import (
+from quarry.parsing.errors import UnsupportedDocument
+from quarry.parsing.textfiles import (
     CSV_SAMPLE_CHARS,
     JsonTooDeep,
     csv_dialect,
@@ -23,7 +23,7 @@ from worker.parsing.textfiles import (
     load_json,
     text_encoding,
 )
-from worker.parsing.zipguard import ZipLimitExceeded, bounded_zip
+from quarry.parsing.zipguard import ZipLimitExceeded, bounded_zip
 
 FORMATS: dict[str, str] = {
     "pdf": "application/pdf",

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.parsing.errors import UnreadableDocument
-from worker.parsing.segments import Extracted, Position, SectionWriter, finish
+from quarry.parsing.errors import UnreadableDocument
+from quarry.parsing.segments import Extracted, Position, SectionWriter, finish
 
 MAX_JSON_DEPTH = 64
 CSV_ROWS_PER_SEGMENT = 1_000

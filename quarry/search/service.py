@@ -1,117 +1,41 @@
-"""Hybrid search: validate, log (SQL), embed, query the index under the tenant, hydrate (SQL).
+"""Hybrid search: log (SQL, the daily quota), embed, query the index under the tenant, hydrate (SQL).
 
-The tenant filter comes from the verified principal only; filters are applied
-inside the engine; text and metadata are read back from Postgres under RLS in
-one statement, so the index can never hand one tenant another's text.
+The tenant filter comes from the session's verified principal only; filters
+are applied inside the engine; text and metadata are read back from Postgres
+under RLS in one statement, so the index can never hand one tenant another's
+text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.db import Connection
-from gateway.errors import Problem
-from gateway.index.base import SEARCH_MODES, IndexHit, SearchFilters, SearchMode, VectorIndex
-from gateway.query_embedding import query_embedders
+from quarry.db import Connection, TenantSession
+from quarry.index.base import IndexHit, VectorIndex
+from quarry.index.base import SearchFilters as IndexFilters
+from quarry.index.handle import IndexHandle
+from quarry.models import strip_blank
+from quarry.query_embedding import query_embedders
+from quarry.search.models import (
+    Explanation,
+    ResultDocument,
+    SearchFilters,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    SearchTimings,
+)
 
-MAX_QUERY_CHARS = 1000
-MAX_TOP_K = 50
-DEFAULT_TOP_K = 10
-MAX_FILTER_VALUES = 100
 # On SciFact (bench/retrieval.py --tune) every RRF k from 10 to 200 and prefetch from 50 to 200
 # scored within run-to-run noise of each other; these are the usual k and the cheaper depth.
 PREFETCH_LIMIT = 100
 RRF_K = 60
-SOURCES = ("upload", "drive")
-
-
-def invalid(detail: str) -> Problem:
-    return Problem(422, "invalid-query", detail)
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    query: str
-    top_k: int
-    mode: SearchMode
-    filters: SearchFilters | None
-    explain: bool
-
-
-def parse_request(body: Any) -> SearchRequest:
-    if not isinstance(body, dict):
-        raise invalid("The body must be a JSON object.")
-    unknown = set(body) - {"query", "top_k", "mode", "filters", "explain"}
-    if unknown:
-        raise invalid(f"Unknown field(s): {', '.join(sorted(unknown))}.")
-    query = body.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise invalid("`query` must be a non-empty string.")
-    if len(query) > MAX_QUERY_CHARS:
-        raise invalid(f"`query` is longer than {MAX_QUERY_CHARS} characters.")
-    top_k = body.get("top_k", DEFAULT_TOP_K)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise invalid(f"`top_k` must be a whole number from 1 to {MAX_TOP_K}.")
-    mode = body.get("mode", "hybrid")
-    if mode not in SEARCH_MODES:
-        raise invalid(f"`mode` must be one of {', '.join(SEARCH_MODES)}.")
-    explain = body.get("explain", False)
-    if not isinstance(explain, bool):
-        raise invalid("`explain` must be true or false.")
-    return SearchRequest(query.strip(), top_k, mode, parse_filters(body.get("filters")), explain)
-
-
-def parse_filters(raw: Any) -> SearchFilters | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise invalid("`filters` must be an object.")
-    unknown = set(raw) - {"document_ids", "source", "mime_types", "created_from", "created_to"}
-    if unknown:
-        raise invalid(f"Unknown filter(s): {', '.join(sorted(unknown))}.")
-    document_ids = None
-    if "document_ids" in raw:
-        values = _string_list(raw["document_ids"], "document_ids")
-        try:
-            document_ids = [uuid.UUID(value) for value in values]
-        except ValueError:
-            raise invalid("`filters.document_ids` must contain document ids (UUIDs).") from None
-    sources = None
-    if "source" in raw:
-        if raw["source"] not in SOURCES:
-            raise invalid(f"`filters.source` must be one of {', '.join(SOURCES)}.")
-        sources = [raw["source"]]
-    mime_types = _string_list(raw["mime_types"], "mime_types") if "mime_types" in raw else None
-    created_from = _timestamp(raw.get("created_from"), "created_from")
-    created_to = _timestamp(raw.get("created_to"), "created_to")
-    if created_from and created_to and created_from > created_to:
-        raise invalid("`filters.created_from` is after `filters.created_to`.")
-    return SearchFilters(document_ids, sources, mime_types, created_from, created_to)
-
-
-def _string_list(value: Any, name: str) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
-        raise invalid(f"`filters.{name}` must be a non-empty list of strings.")
-    if len(value) > MAX_FILTER_VALUES:
-        raise invalid(f"`filters.{name}` has more than {MAX_FILTER_VALUES} values.")
-    return value
-
-
-def _timestamp(value: Any, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise invalid(f"`filters.{name}` must be an ISO 8601 timestamp with a time zone.")
-    return parsed
 
 
 @dataclass
@@ -125,29 +49,81 @@ class Timings:
         return (time.perf_counter() - self.started) * 1000
 
 
-async def record_query(conn: Connection, request: SearchRequest, api_key_id: uuid.UUID | None) -> uuid.UUID:
-    row = await (
-        await conn.execute(
-            "select app.record_query(%s, %s, %s) as id", (request.query, request.mode, api_key_id), prepare=True
+class SearchService:
+    def __init__(self, index: IndexHandle, *, model_dir: Path | None, model_cache_dir: Path) -> None:
+        self._index = index
+        self._model_dir = model_dir
+        self._model_cache_dir = model_cache_dir
+
+    async def search(self, session: TenantSession, request: SearchRequest) -> SearchResponse:
+        """Ranked chunks of the caller's documents; every query is logged (and metered) first."""
+        timings = Timings()
+        query = strip_blank(request.query)
+        # The model works while the query is logged (the log is the gate: a refusal there drops the hits).
+        searching = asyncio.ensure_future(
+            asyncio.to_thread(self._embed_and_search, session.tenant_id, query, request, timings)
         )
+        try:
+            async with session.transaction() as conn:
+                log_id = await record_query(conn, query, request, session.principal.api_key_id)
+        except BaseException:
+            await asyncio.gather(searching, return_exceptions=True)
+            raise
+        hits = await searching
+        async with session.transaction() as conn:
+            return await hydrate(conn, hits, query, request, log_id, timings)
+
+    def _embed_and_search(
+        self, tenant_id: uuid.UUID, query: str, request: SearchRequest, timings: Timings
+    ) -> list[IndexHit]:
+        """Embed and search (blocking: runs in a thread)."""
+        index = self._index.get()
+        return run_search(index, tenant_id, query, request, self._model_dir, self._model_cache_dir, timings)
+
+
+async def record_query(conn: Connection, query: str, request: SearchRequest, api_key_id: uuid.UUID | None) -> uuid.UUID:
+    row = await (
+        await conn.execute("select app.record_query(%s, %s, %s) as id", (query, request.mode, api_key_id), prepare=True)
     ).fetchone()
     assert row is not None
     return uuid.UUID(str(row["id"]))
 
 
+def index_filters_of(filters: SearchFilters | None) -> IndexFilters | None:
+    if filters is None:
+        return None
+    return IndexFilters(
+        document_ids=filters.document_ids,
+        sources=[filters.source] if filters.source else None,
+        mime_types=filters.mime_types,
+        created_from=_utc(filters.created_from),
+        created_to=_utc(filters.created_to),
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """In UTC; a bound beyond what UTC can represent (year 1 at +14:00) is the calendar's edge."""
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if moment.year == datetime.min.year else datetime.max).replace(tzinfo=UTC)
+
+
 def run_search(
     index: VectorIndex,
     tenant_id: uuid.UUID,
+    query: str,
     request: SearchRequest,
     model_dir: Path | None,
     model_cache_dir: Path,
     timings: Timings,
 ) -> list[IndexHit]:
-    """Embed and search (blocking: the caller runs it in a thread)."""
     started = time.perf_counter()
     dense_embedder, sparse_embedder = query_embedders(model_dir, model_cache_dir)
-    dense = dense_embedder.embed(request.query) if request.mode != "sparse" else None
-    sparse_vector = sparse_embedder.query(request.query) if request.mode != "dense" else None
+    dense = dense_embedder.embed(query) if request.mode != "sparse" else None
+    sparse_vector = sparse_embedder.query(query) if request.mode != "dense" else None
     sparse = (sparse_vector.indices, sparse_vector.values) if sparse_vector is not None else None
     timings.embed_ms = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
@@ -158,7 +134,7 @@ def run_search(
         mode=request.mode,
         limit=request.top_k,
         prefetch_limit=max(PREFETCH_LIMIT, request.top_k),
-        filters=request.filters,
+        filters=index_filters_of(request.filters),
         rrf_k=RRF_K,
         explain=request.explain,
     )
@@ -176,8 +152,8 @@ order by h.rank
 
 
 async def hydrate(
-    conn: Connection, hits: list[IndexHit], request: SearchRequest, log_id: uuid.UUID, timings: Timings
-) -> dict[str, Any]:
+    conn: Connection, hits: list[IndexHit], query: str, request: SearchRequest, log_id: uuid.UUID, timings: Timings
+) -> SearchResponse:
     started = time.perf_counter()
     rows = await (await conn.execute(_HYDRATE, ([hit.id for hit in hits],), prepare=True)).fetchall()
     by_id = {hit.id: hit for hit in hits}
@@ -189,39 +165,34 @@ async def hydrate(
         (log_id, len(results), round(latency_ms, 3)),
         prepare=True,
     )
-    return {
-        "query": request.query,
-        "mode": request.mode,
-        "results": results,
-        "latency_ms": round(latency_ms, 3),
-        "timings_ms": {
-            "embed": round(timings.embed_ms, 3),
-            "index": round(timings.index_ms, 3),
-            "hydrate": round(timings.hydrate_ms, 3),
-        },
-    }
+    return SearchResponse(
+        query=query,
+        mode=request.mode,
+        results=results,
+        latency_ms=round(latency_ms, 3),
+        timings_ms=SearchTimings(
+            embed=round(timings.embed_ms, 3), index=round(timings.index_ms, 3), hydrate=round(timings.hydrate_ms, 3)
+        ),
+    )
 
 
-def _result(row: dict[str, Any], hit: IndexHit, explain: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "chunk_id": str(row["id"]),
-        "text": row["text"],
-        "score": hit.score,
-        "position": row["position"],
-        "document": {
-            "id": str(row["document_id"]),
-            "title": row["title"],
-            "source": row["source"],
-            "mime_type": row["mime_type"],
-        },
-    }
-    if explain:
-        result["explain"] = {
-            "dense_rank": hit.dense_rank,
-            "dense_score": hit.dense_score,
-            "sparse_rank": hit.sparse_rank,
-            "sparse_score": hit.sparse_score,
-            "fused_score": hit.score,
-            "rrf_k": RRF_K,
-        }
-    return result
+def _result(row: dict[str, Any], hit: IndexHit, explain: bool) -> SearchResult:
+    return SearchResult(
+        chunk_id=row["id"],
+        text=row["text"],
+        score=hit.score,
+        position=row["position"],
+        document=ResultDocument(
+            id=row["document_id"], title=row["title"], source=row["source"], mime_type=row["mime_type"]
+        ),
+        explain=Explanation(
+            dense_rank=hit.dense_rank,
+            dense_score=hit.dense_score,
+            sparse_rank=hit.sparse_rank,
+            sparse_score=hit.sparse_score,
+            fused_score=hit.score,
+            rrf_k=RRF_K,
+        )
+        if explain
+        else None,
+    )

@@ -25,6 +25,8 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError, HTTPClientError  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from quarry.errors import NotFound, Unavailable
+
 # Segments of letters, digits, '_' and '-' joined by '/': no '.', so no '..' and no hidden names.
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 MAX_KEY_LENGTH = 1024  # S3's limit, in bytes (the charset is ASCII)
@@ -36,12 +38,20 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
-class BlobNotFound(Exception):
+class BlobNotFound(NotFound):
     """No blob under that key."""
 
+    def __init__(self, key: str) -> None:
+        super().__init__("The stored file is missing.", internal=f"no blob under {key}")
 
-class BlobStoreUnavailable(Exception):
+
+class BlobStoreUnavailable(Unavailable):
     """The store cannot be reached or is overloaded right now; retry later."""
+
+    slug = "storage-unavailable"
+
+    def __init__(self, internal: str) -> None:
+        super().__init__("File storage is unavailable; try again shortly.", internal=internal)
 
 
 def blob_key(tenant_id: UUID, document_id: UUID) -> str:

@@ -1,11 +1,8 @@
-"""Shared fixtures: a freshly migrated Postgres database, users, a JWKS server, the gateway."""
+"""Shared fixtures: a freshly migrated Postgres database, users, a JWKS server, the gateway, the worker."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -14,27 +11,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.dev.database import prepare_database, run_sql_file, with_database
-from gateway.dev.users import set_plan
-from gateway.paths import REPO_ROOT
-from gateway.settings import Settings
+from quarry.dev.database import prepare_database, run_sql_file, with_database
+from quarry.dev.users import set_plan
+from quarry.paths import REPO_ROOT
+from quarry.settings import Settings
 from tests.py.support.admin import Admin
-from tests.py.support.tokens import HS256_SECRET, JwksServer, KeySet, TokenFactory
-
-ADMIN_SERVER_URL = os.environ.get("QUARRY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEST_DATABASE = "quarry_pytest"
-
-
-@dataclass(frozen=True)
-class DatabaseUrls:
-    admin_url: str
-    gateway_url: str
-
-
-@dataclass(frozen=True)
-class Users:
-    alice: uuid.UUID
-    bob: uuid.UUID
+from tests.py.support.api import Api, GatewayFactory
+from tests.py.support.database import ADMIN_SERVER_URL, TEST_DATABASE, DatabaseUrls, Users, gateway_env
+from tests.py.support.processes import running_worker
+from tests.py.support.tokens import JwksServer, KeySet, TokenFactory
 
 
 @pytest.fixture(scope="session")
@@ -82,27 +67,6 @@ def tokens(keys: KeySet, jwks_server: JwksServer) -> TokenFactory:
     return TokenFactory(keys=keys, issuer=f"{jwks_server.base_url}/auth/v1")
 
 
-def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path, **overrides: str) -> dict[str, str]:
-    env = {
-        "QUARRY_ENV": "test",
-        "DATABASE_URL": database.gateway_url,
-        "WORKER_DATABASE_URL": database.gateway_url.replace("quarry_gateway@", "quarry_worker@", 1),
-        "SUPABASE_URL": jwks_server.base_url,
-        "SUPABASE_JWT_SECRET": HS256_SECRET,
-        "JWKS_MIN_REFETCH_SECONDS": "0",
-        "QUARRY_DATA_DIR": str(data_dir),
-        "UPLOAD_MAX_BYTES": str(4 * 1024 * 1024),
-        "WORKER_HEARTBEAT_SECONDS": "1",
-        "STALLED_WORKER_SECONDS": "4",
-        "WORKER_CONCURRENCY": "4",
-    }
-    env.update(overrides)
-    return env
-
-
-GatewayFactory = Callable[..., TestClient]
-
-
 @pytest.fixture
 def make_gateway(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path) -> Iterator[GatewayFactory]:
     """Start a gateway (lifespan included) with test settings, optionally overridden."""
@@ -123,6 +87,27 @@ def make_gateway(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path
 @pytest.fixture
 def gateway(make_gateway: GatewayFactory) -> TestClient:
     return make_gateway()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """The real worker (`python -m worker`) for the module's end-to-end tests."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with running_worker(gateway_env(database, jwks_server, data_dir), log) as process:
+        yield
+        assert process.poll() is None, log.read_text()[-5000:]
+
+
+@pytest.fixture
+def alice(gateway: TestClient, tokens: TokenFactory, users: Users) -> Api:
+    return Api(gateway, tokens.es256(users.alice, email="alice@example.com"), users.alice)
+
+
+@pytest.fixture
+def bob(gateway: TestClient, tokens: TokenFactory, users: Users) -> Api:
+    return Api(gateway, tokens.es256(users.bob, email="bob@example.com"), users.bob)
 
 
 @pytest.fixture

@@ -1,24 +1,55 @@
+"""/openapi.json comes from the operations' own declarations, built once."""
+
 from __future__ import annotations
 
-from starlette.routing import Route
+import pytest
 from starlette.testclient import TestClient
 
+from gateway import openapi
+from gateway.app import RESOURCES
 
-def test_every_route_is_described(gateway: TestClient) -> None:
+
+def test_every_operation_is_described_with_its_problems(gateway: TestClient) -> None:
     document = gateway.get("/openapi.json").json()
-    assert document["openapi"].startswith("3.")
-    for route in gateway.app.routes:  # type: ignore[attr-defined]
-        assert isinstance(route, Route)
-        for method in route.methods or ():
-            if method == "HEAD":
-                continue
-            operation = document["paths"].get(route.path, {}).get(method.lower())
-            assert operation, f"{method} {route.path} is missing from /openapi.json"
-            assert operation["summary"]
-            assert operation["responses"]
+    assert document["openapi"] == "3.1.0"
+    for resource in RESOURCES:
+        for operation in resource.operations:
+            described = document["paths"][resource.path][operation.method.lower()]
+            assert described["summary"] and described["operationId"] == operation.operation_id
+            statuses = set(described["responses"])
+            assert {str(status) for status in operation.replies} <= statuses
+            if not operation.public:
+                assert {"401", "429", "503"} <= statuses, resource.path
+            if operation.body is not None:
+                assert {"400", "413", "422"} <= statuses, resource.path
+            for status, response in described["responses"].items():
+                if status >= "400":
+                    assert list(response["content"]) == ["application/problem+json"], (resource.path, status)
+
+
+def test_bodies_and_parameters_come_from_the_models(gateway: TestClient) -> None:
+    document = gateway.get("/openapi.json").json()
+    search = document["components"]["schemas"]["SearchRequest"]
+    assert search["additionalProperties"] is False
+    assert (search["properties"]["top_k"]["minimum"], search["properties"]["top_k"]["maximum"]) == (1, 50)
+    listing = {p["name"]: p for p in document["paths"]["/api/documents"]["get"]["parameters"]}
+    assert listing["limit"]["schema"]["type"] == "integer" and listing["limit"]["schema"]["maximum"] == 100
+    assert listing["cursor"]["schema"] == {"type": "string", "maxLength": 200}
+    document_path = document["paths"]["/api/documents/{document_id}"]["get"]["parameters"]
+    assert document_path[0]["schema"] == {"type": "string", "format": "uuid"}
 
 
 def test_public_routes_need_no_credentials(gateway: TestClient) -> None:
     paths = gateway.get("/openapi.json").json()["paths"]
     assert paths["/healthz"]["get"]["security"] == []
-    assert "security" not in paths["/api/me"]["get"]  # inherits the global JWT requirement
+    assert paths["/openapi.json"]["get"]["security"] == []
+    assert "security" not in paths["/api/me"]["get"]  # inherits the global JWT / API-key requirement
+
+
+def test_the_document_is_built_once_not_per_request(gateway: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def rebuild(*args: object) -> object:
+        raise AssertionError("/openapi.json was rebuilt for a request")
+
+    monkeypatch.setattr(openapi, "build", rebuild)
+    first, second = gateway.get("/openapi.json"), gateway.get("/openapi.json")
+    assert first.status_code == second.status_code == 200 and first.content == second.content

@@ -1,4 +1,4 @@
-"""gateway.db.act_as: the one way tenant work reaches Postgres."""
+"""quarry.db.act_as: the one way tenant work reaches Postgres."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from gateway.db import Connection, TenantDatabase, create_pool, request_settings
-from tests.py.conftest import DatabaseUrls, Users
+from quarry.db import Connection, TenantDatabase, create_pool, request_settings
+from tests.py.support.database import DatabaseUrls, Users
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +70,7 @@ async def test_sets_what_postgrest_sets(db: TenantDatabase, users: Users) -> Non
 
 
 async def test_matches_the_pgtap_helper(db: TenantDatabase, database: DatabaseUrls, users: Users) -> None:
-    """tests.act_as (SQL) and gateway.db.act_as (Python) leave identical settings."""
+    """tests.act_as (SQL) and quarry.db.act_as (Python) leave identical settings."""
     claims = {"sub": str(users.alice), "aud": "authenticated", "email": "alice@example.com"}
     async with db.act_as(claims, method="POST", path="/x", headers={"x-a": "1"}) as conn:
         from_python = await read_settings(conn)

@@ -1,15 +1,15 @@
-"""SQL errors map to the HTTP statuses PostgREST would answer with."""
+"""SQL errors become QuarryErrors with the HTTP statuses PostgREST would answer with."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 
-from gateway.errors import problem_from_sql_error
-from tests.py.conftest import DatabaseUrls
+from quarry.db import sql_error
+from tests.py.support.database import DatabaseUrls
 
 
-def sql_error(database: DatabaseUrls, statement: str) -> psycopg.Error:
+def failing(database: DatabaseUrls, statement: str) -> psycopg.Error:
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
         try:
             conn.execute(statement)
@@ -19,13 +19,13 @@ def sql_error(database: DatabaseUrls, statement: str) -> psycopg.Error:
 
 
 def test_pgrst_errors_choose_status_headers_and_body(database: DatabaseUrls) -> None:
-    error = sql_error(
+    error = failing(
         database,
         """do $$ begin raise sqlstate 'PGRST' using
              message = '{"code": "quota-exceeded", "message": "Monthly documents used up", "limit": 50}',
              detail = '{"status": 402, "headers": {"X-Quota": "documents"}}'; end $$""",
     )
-    problem = problem_from_sql_error(error)
+    problem = sql_error(error)
     assert problem.status == 402
     assert problem.headers == {"X-Quota": "documents"}
     assert problem.body()["type"].endswith("/quota-exceeded")
@@ -36,12 +36,12 @@ def test_pgrst_errors_choose_status_headers_and_body(database: DatabaseUrls) -> 
 def test_pgrst_details_in_postgrest_shape_become_problem_members(database: DatabaseUrls) -> None:
     # What the quota functions raise: PostgREST keeps code/message/details/hint,
     # so the structured fields ride in `details` as a JSON string.
-    error = sql_error(
+    error = failing(
         database,
         """select internal.raise_quota_exceeded('free', 'queries_per_day', 100, 100,
              '2031-02-02 00:00:00+00', 'The Free plan allows 100 queries per day.')""",
     )
-    body = problem_from_sql_error(error).body()
+    body = sql_error(error).body()
     assert body == {
         "type": "https://quarry.dev/problems/quota-exceeded",
         "title": "Payment Required",
@@ -57,13 +57,13 @@ def test_pgrst_details_in_postgrest_shape_become_problem_members(database: Datab
 
 
 def test_pgrst_details_that_are_not_an_object_stay_as_text(database: DatabaseUrls) -> None:
-    error = sql_error(
+    error = failing(
         database,
         """do $$ begin raise sqlstate 'PGRST' using
              message = '{"code": "c", "message": "m", "details": "just words", "hint": null}',
              detail = '{"status": 409}'; end $$""",
     )
-    body = problem_from_sql_error(error).body()
+    body = sql_error(error).body()
     assert body["details"] == "just words"
     assert "hint" not in body
 
@@ -86,31 +86,31 @@ def test_pgrst_details_that_are_not_an_object_stay_as_text(database: DatabaseUrl
     ],
 )
 def test_sqlstates_map_like_postgrest(database: DatabaseUrls, statement: str, status: int) -> None:
-    assert problem_from_sql_error(sql_error(database, statement)).status == status
+    assert sql_error(failing(database, statement)).status == status
 
 
 def test_insufficient_privilege_is_401_for_anon(database: DatabaseUrls) -> None:
-    error = sql_error(database, "do $$ begin raise sqlstate '42501'; end $$")
-    assert problem_from_sql_error(error, anonymous=True).status == 401
+    error = failing(database, "do $$ begin raise sqlstate '42501'; end $$")
+    assert sql_error(error, anonymous=True).status == 401
 
 
 def test_server_errors_do_not_echo_the_database(database: DatabaseUrls) -> None:
-    error = sql_error(database, "do $$ begin raise sqlstate '40001' using message = 'row 42 of tenant x'; end $$")
-    assert "tenant" not in problem_from_sql_error(error).detail
+    error = failing(database, "do $$ begin raise sqlstate '40001' using message = 'row 42 of tenant x'; end $$")
+    assert "tenant" not in sql_error(error).detail
 
 
 def test_pgrst_extensions_cannot_override_problem_members(database: DatabaseUrls) -> None:
-    error = sql_error(
+    error = failing(
         database,
         """do $$ begin raise sqlstate 'PGRST' using
              message = '{"code": "c", "message": "m", "status": 200, "type": "x", "detail": "d"}',
              detail = '{"status": 409}'; end $$""",
     )
-    body = problem_from_sql_error(error).body()
+    body = sql_error(error).body()
     assert (body["status"], body["detail"]) == (409, "m")
     assert body["type"].endswith("/c")
 
 
 def test_malformed_pgrst_errors_are_500s_not_crashes(database: DatabaseUrls) -> None:
-    error = sql_error(database, "do $$ begin raise sqlstate 'PGRST' using message = 'not json'; end $$")
-    assert problem_from_sql_error(error).status == 500
+    error = failing(database, "do $$ begin raise sqlstate 'PGRST' using message = 'not json'; end $$")
+    assert sql_error(error).status == 500

@@ -8,9 +8,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.index.edge import EdgeIndex
-from tests.py.conftest import DatabaseUrls, GatewayFactory, Users
-from tests.py.gateway.documents.conftest import Api, admin_count, blob_exists, index_count
+from quarry.index.edge import EdgeIndex
+from tests.py.support.api import Api, GatewayFactory, blob_exists, index_count
+from tests.py.support.database import DatabaseUrls, Users, admin_count
 from tests.py.support.processes import wait_for
 from tests.py.support.tokens import TokenFactory
 
@@ -67,12 +67,10 @@ def test_a_job_run_twice_leaves_one_set_of_chunks_and_points(alice: Api, databas
 
     # 1. A duplicate of the finished job (as after a crash between commit and ack) is a no-op.
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
-        args = json.dumps({"tenant_id": str(alice.tenant_id), "document_id": document["id"]})
+        args = json.dumps({"document_id": document["id"]})
         job_id = conn.execute(
-            "select procrastinate.procrastinate_defer_jobs_v1(array[row('ingest', 'ingest_document', 0, null, null,"
-            " %s::jsonb, null)::procrastinate.procrastinate_job_to_defer_v1])",
-            (args,),
-        ).fetchone()[0][0]  # type: ignore[index]
+            "select internal.defer_job('documents:ingest', %s, %s::jsonb)", (alice.tenant_id, args)
+        ).fetchone()[0]  # type: ignore[index]
     wait_for(
         lambda: (
             admin_count(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import query_embedding
-from gateway.embedding import DenseEmbedder, packaged_model_dir
-from gateway.query_embedding import CoalescingEmbedder, QueryEmbedder
+from quarry import query_embedding
+from quarry.embedding import DenseEmbedder, packaged_model_dir
+from quarry.query_embedding import CoalescingEmbedder, QueryEmbedder
 
 pytestmark = pytest.mark.slow
 

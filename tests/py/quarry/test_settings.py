@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.settings import Settings, SettingsError
+from quarry.settings import Settings, SettingsError
 
 
 def test_dev_defaults_are_the_embedded_setup() -> None:

@@ -6,7 +6,7 @@ import uuid
 
 import psycopg
 
-from gateway.dev.users import set_plan
+from quarry.dev.users import set_plan
 
 
 class Admin:

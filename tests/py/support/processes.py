@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.paths import REPO_ROOT
+from quarry.paths import REPO_ROOT
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """Acting as a tenant on a plain (sync) psycopg connection, with the settings
-gateway.db.request_settings makes, as the gateway and PostgREST do."""
+quarry.db.request_settings makes, as the gateway and PostgREST do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 
 import psycopg
 
-from gateway.db import request_settings
+from quarry.db import request_settings
 
 
 def act_as(conn: psycopg.Connection[object], tenant: uuid.UUID) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.py.conftest import DatabaseUrls, GatewayFactory, Users, gateway_env
-from tests.py.gateway.documents.conftest import Api, admin_count, index_count
+from tests.py.support.api import Api, GatewayFactory, index_count
+from tests.py.support.database import DatabaseUrls, Users, admin_count, gateway_env
 from tests.py.support.processes import running_worker, wait_for
 from tests.py.support.tokens import JwksServer, TokenFactory
 

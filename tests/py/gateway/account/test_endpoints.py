@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from tests.py.conftest import Users
+from tests.py.support.database import Users
 from tests.py.support.tokens import TokenFactory
 
 

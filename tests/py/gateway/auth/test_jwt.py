@@ -11,7 +11,8 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from tests.py.conftest import GatewayFactory, Users
+from tests.py.support.api import GatewayFactory
+from tests.py.support.database import Users
 from tests.py.support.tokens import JwksServer, KeySet, TokenFactory
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from tests.py.conftest import GatewayFactory
-from tests.py.gateway.documents.conftest import Api
 from tests.py.support.admin import Admin
+from tests.py.support.api import Api, GatewayFactory
 from tests.py.support.tokens import TokenFactory
 
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from tests.py.conftest import GatewayFactory
-from tests.py.gateway.documents.conftest import Api
-from tests.py.gateway.documents.test_upload_validation import assert_problem
 from tests.py.support.admin import Admin
+from tests.py.support.api import Api, GatewayFactory, assert_problem
 from tests.py.support.tokens import TokenFactory
 
 

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import uuid
-
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-from gateway.documents import service
-from tests.py.conftest import DatabaseUrls
-from tests.py.gateway.documents.conftest import Api, admin_count
-
-
-def exposed_schema(
-    database: DatabaseUrls, tenant: uuid.UUID, statement: str, *params: object
-) -> list[dict[str, object]]:
-    """Run SQL as supabase-js would reach it: role authenticated, the tenant's claims."""
-    with psycopg.connect(database.gateway_url, row_factory=dict_row) as conn, conn.transaction():
-        claims = json.dumps({"sub": str(tenant), "role": "authenticated"})
-        conn.execute(
-            "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)", (claims,)
-        )
-        cursor = conn.execute(statement, params)
-        return cursor.fetchall() if cursor.description else []
+from quarry.documents import service
+from tests.py.support.api import Api
+from tests.py.support.database import DatabaseUrls, admin_count, exposed_schema
 
 
 def test_other_tenants_get_404_on_every_route(alice: Api, bob: Api, database: DatabaseUrls) -> None:
@@ -64,8 +46,10 @@ def test_listing_pages_and_filters(alice: Api) -> None:
 def test_failure_before_commit_leaves_no_row_job_or_blob(
     alice: Api, database: DatabaseUrls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explode(row: dict[str, object]) -> dict[str, object]:
-        raise RuntimeError("crash between the insert and the commit")
+    class Exploding:
+        @staticmethod
+        def model_validate(row: object) -> object:
+            raise RuntimeError("crash between the insert and the commit")
 
     blob_root = alice.client.app.state.settings.blob_dir  # type: ignore[attr-defined]
 
@@ -77,7 +61,7 @@ def test_failure_before_commit_leaves_no_row_job_or_blob(
         admin_count(database, "select count(*) from procrastinate.procrastinate_jobs"),
         blob_files(),
     )
-    monkeypatch.setattr(service, "document_json", explode)
+    monkeypatch.setattr(service, "Document", Exploding)
     response = alice.upload("doomed.txt", b"This upload must leave no trace.")
     assert response.status_code == 500
     after = (

@@ -9,10 +9,8 @@ import httpx2
 import psycopg
 import pytest
 
-from tests.py.conftest import DatabaseUrls
-from tests.py.gateway.documents.conftest import Api
-from tests.py.gateway.documents.test_isolation_and_atomicity import exposed_schema
-from tests.py.gateway.documents.test_upload_validation import assert_problem
+from tests.py.support.api import Api, assert_problem
+from tests.py.support.database import DatabaseUrls, exposed_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 
@@ -155,12 +153,27 @@ def test_queries_are_logged_for_their_owner(alice: Api, bob: Api, database: Data
         {"query": "q", "filters": {"mime_types": [1, 2]}},
         {"query": "q", "filters": {"created_from": "yesterday"}},
         {"query": "q", "filters": {"created_from": "2024-01-01T00:00:00"}},
-        {"query": "q", "filters": {"created_from": "2025-01-01T00:00:00Z", "created_to": "2024-01-01T00:00:00Z"}},
+        {"query": "q", "filters": {"mime_types": ["text/plain\u0000"]}},
+        {"query": "\u3000\ufeff"},
         {"query": "q", "extra": 1},
     ],
 )
 def test_bad_queries_are_422(alice: Api, body: dict[str, Any]) -> None:
-    assert_problem(query(alice, **body), 422)
+    problem = assert_problem(query(alice, **body), 422, "invalid-parameter")
+    assert problem["errors"] or problem["field"]
+
+
+def test_an_inverted_time_range_is_valid_and_matches_nothing(alice: Api) -> None:
+    # The schema cannot say "from before to", so the API does not refuse it: the range is empty.
+    inverted = {"created_from": "2025-01-01T00:00:00Z", "created_to": "2024-01-01T00:00:00Z"}
+    response = query(alice, query="granite", filters=inverted)
+    assert response.status_code == 200, response.text
+    assert response.json()["results"] == []
+
+
+def test_time_bounds_at_the_edge_of_the_calendar_are_accepted(alice: Api) -> None:
+    edges = {"created_from": "0001-01-01T00:00:00+14:00", "created_to": "9999-12-31T23:59:59-14:00"}
+    assert query(alice, query="granite", filters=edges).status_code == 200
 
 
 def test_malformed_json_is_400(alice: Api) -> None:

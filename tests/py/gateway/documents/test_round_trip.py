@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.py.conftest import DatabaseUrls
-from tests.py.gateway.documents.conftest import FIXTURES, Api, admin_count, blob_exists, index_count
-from tests.py.gateway.documents.test_isolation_and_atomicity import exposed_schema
+from tests.py.support.api import FIXTURES, Api, blob_exists, index_count
+from tests.py.support.database import DatabaseUrls, admin_count, exposed_schema
 from tests.py.support.processes import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
@@ -111,7 +110,7 @@ def test_unreadable_documents_fail_with_a_reason(
 
 
 def test_docx_zip_bomb_is_refused_at_upload(alice: Api, tmp_path: Path) -> None:
-    from tests.py.worker.parsing.test_extract import MIB, write_docx_bomb
+    from tests.py.support.hostile import MIB, write_docx_bomb
 
     bomb = tmp_path / "bomb.docx"
     write_docx_bomb(bomb, 300 * MIB)

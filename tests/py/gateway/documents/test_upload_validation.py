@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import httpx2
 import pytest
 
-from tests.py.conftest import DatabaseUrls, GatewayFactory, Users
-from tests.py.gateway.documents.conftest import Api, admin_count
+from tests.py.support.api import Api, GatewayFactory, assert_problem
+from tests.py.support.database import DatabaseUrls, Users, admin_count
 from tests.py.support.tokens import TokenFactory
 
 ELF_HEADER = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" * 200
-
-
-def assert_problem(response: httpx2.Response, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["status"] == status and body["detail"]
-    return body
 
 
 def documents_of(database: DatabaseUrls, users: Users) -> int:

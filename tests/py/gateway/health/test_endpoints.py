@@ -5,9 +5,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.health import endpoints
-from gateway.paths import latest_migration_version
-from gateway.schema import SCHEMA_VERSION
-from tests.py.conftest import ADMIN_SERVER_URL, GatewayFactory
+from quarry.paths import latest_migration_version
+from quarry.schema import SCHEMA_VERSION
+from tests.py.support.api import GatewayFactory
+from tests.py.support.database import ADMIN_SERVER_URL
 
 
 def test_healthz(gateway: TestClient) -> None:
@@ -44,7 +45,7 @@ def test_readyz_is_503_when_migrations_are_missing(gateway: TestClient, monkeypa
 
 
 def test_schema_version_matches_the_newest_migration() -> None:
-    assert latest_migration_version() == SCHEMA_VERSION, "bump gateway/schema.py with each new migration"
+    assert latest_migration_version() == SCHEMA_VERSION, "bump quarry/schema.py with each new migration"
 
 
 def test_readyz_is_503_on_a_database_without_migrations(make_gateway: GatewayFactory) -> None:

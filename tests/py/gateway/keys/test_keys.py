@@ -13,12 +13,10 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.keys.format import checksum
-from tests.py.conftest import DatabaseUrls
-from tests.py.gateway.documents.conftest import Api
-from tests.py.gateway.documents.test_upload_validation import assert_problem
-from tests.py.gateway.keys.conftest import call, create_key, new_key
+from quarry.keys.format import checksum
 from tests.py.support.admin import Admin
+from tests.py.support.api import Api, assert_problem, call, create_key, new_key
+from tests.py.support.database import DatabaseUrls
 from tests.py.support.tenant import act_as
 from tests.py.support.tokens import TokenFactory
 
@@ -243,7 +241,7 @@ def test_a_key_cannot_create_keys(owner: Api) -> None:
 def test_unstorable_text_is_422_not_500(owner: Api, escaped: str) -> None:
     headers = {**owner.headers, "Content-Type": "application/json"}
     response = owner.client.post("/api/keys", headers=headers, content=f'{{"name": "{escaped}"}}'.encode())
-    assert assert_problem(response, 422)["type"] == "https://quarry.dev/problems/invalid-text"
+    assert_problem(response, 422, "invalid-parameter")
     search = owner.client.post("/api/query", headers=headers, content=f'{{"query": "{escaped}"}}'.encode())
     assert_problem(search, 422)
 

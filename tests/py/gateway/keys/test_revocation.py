@@ -12,8 +12,8 @@ import bcrypt
 import httpx
 import pytest
 
-from tests.py.conftest import DatabaseUrls, gateway_env
 from tests.py.support.admin import Admin
+from tests.py.support.database import DatabaseUrls, gateway_env
 from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway
 from tests.py.support.tokens import JwksServer, TokenFactory

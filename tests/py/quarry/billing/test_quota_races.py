@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
-from tests.py.conftest import DatabaseUrls
 from tests.py.support.admin import Admin
+from tests.py.support.database import DatabaseUrls
 from tests.py.support.tenant import act_as
 
 HOLD_SECONDS = 0.05

@@ -14,9 +14,9 @@ import httpx
 import psycopg
 import pytest
 
-from gateway.dev.database import with_database
-from gateway.paths import REPO_ROOT
-from tests.py.conftest import ADMIN_SERVER_URL
+from quarry.dev.database import with_database
+from quarry.paths import REPO_ROOT
+from tests.py.support.database import ADMIN_SERVER_URL
 from tests.py.support.net import free_port
 
 pytestmark = pytest.mark.slow
@@ -139,7 +139,7 @@ def test_dev_commands_refuse_production(dev_env: dict[str, str], command: list[s
         "ADMIN_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/quarry_devtest",
     }
     result = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "gateway.dev", *command],
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "quarry.dev", *command],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

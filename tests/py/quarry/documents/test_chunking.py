@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from gateway.embedding import DenseEmbedder
-from worker.chunking import Chunker, chunk_id
+from quarry.documents.chunking import Chunker, chunk_id
+from quarry.embedding import DenseEmbedder
 
 MAX_TOKENS = 254
 OVERLAP = 32

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from qdrant_edge import Bm25
 
-from gateway.index import IndexHit, IndexPoint, IndexUnavailable, SearchFilters, VectorIndex
-from gateway.index.base import DENSE_SIZE
-from gateway.index.edge import EdgeIndex
-from gateway.index.server import ServerIndex
+from quarry.index import IndexHit, IndexPoint, IndexUnavailable, SearchFilters, VectorIndex
+from quarry.index.base import DENSE_SIZE
+from quarry.index.edge import EdgeIndex
+from quarry.index.server import ServerIndex
 from tests.py.support.net import free_port
 
 BM25 = Bm25()

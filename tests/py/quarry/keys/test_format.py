@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from gateway.keys.format import BASE62, base62, checksum, parse_api_key
+from quarry.keys.format import BASE62, base62, checksum, parse_api_key
 
 LOOKUP = "AbCdEfGh1234"
 SECRET = "s" * 16 + "T" * 16

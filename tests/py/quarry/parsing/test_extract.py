@@ -16,20 +16,14 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
+from quarry.parsing import office, textfiles
+from quarry.parsing.errors import UnreadableDocument, UnsupportedDocument
+from quarry.parsing.extract import Extracted, Segment, extract
+from quarry.parsing.sniff import sniff
 from tests.fixtures.make_documents import DOCUMENTS, SENTENCES
-from worker.parsing import (
-    Extracted,
-    Segment,
-    UnreadableDocument,
-    UnsupportedDocument,
-    extract,
-    office,
-    sniff,
-    textfiles,
-)
+from tests.py.support.hostile import MIB, write_docx_bomb
 
 SAMPLE_FORMATS = ["pdf", "txt", "md", "json", "docx", "pptx", "xlsx", "csv", "html", "epub"]
-MIB = 1024 * 1024
 
 
 def unreadable(path: Path, fmt: str) -> UnreadableDocument:
@@ -158,34 +152,6 @@ def test_a_truncated_docx_is_unreadable(tmp_path):
     data = (DOCUMENTS / "sample.docx").read_bytes()
     reason = unreadable(write(tmp_path, data[: len(data) // 2]), "docx").reason
     assert reason == "The DOCX file is damaged or is not a Word document."
-
-
-def write_docx_bomb(path: Path, declared_size: int) -> None:
-    """A valid DOCX whose word/document.xml inflates to declared_size bytes, mostly spaces.
-
-    Streamed 1 MiB at a time, so building it needs no more memory than reading it should.
-    """
-    prefix = (
-        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
-        b"<w:body><w:p><w:r><w:t>Boom</w:t></w:r></w:p>"
-    )
-    suffix = b"</w:body></w:document>"
-    with (
-        zipfile.ZipFile(DOCUMENTS / "sample.docx") as source,
-        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
-    ):
-        for info in source.infolist():
-            if info.filename != "word/document.xml":
-                archive.writestr(info, source.read(info))
-        with archive.open("word/document.xml", "w", force_zip64=True) as entry:
-            entry.write(prefix)
-            remaining = declared_size - len(prefix) - len(suffix)
-            spaces = b" " * MIB
-            while remaining > 0:
-                entry.write(spaces[: min(MIB, remaining)])
-                remaining -= MIB
-            entry.write(suffix)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from quarry.parsing.errors import UnsupportedDocument
+from quarry.parsing.sniff import FORMATS, Sniffed, sniff
 from tests.fixtures.make_documents import DOCUMENTS
-from worker.parsing import FORMATS, Sniffed, UnsupportedDocument, sniff
 
 SAMPLES = {
     "sample.pdf": "pdf",

@@ -13,8 +13,8 @@ import pytest
 from botocore.config import Config  # type: ignore[import-untyped]
 from moto.server import ThreadedMotoServer
 
-from gateway.storage import blobs
-from gateway.storage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, LocalBlobStore, S3BlobStore, blob_key
+from quarry.storage import blobs
+from quarry.storage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, LocalBlobStore, S3BlobStore, blob_key
 from tests.py.support.net import free_port
 
 REGION = "us-east-1"

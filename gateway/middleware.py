@@ -1,0 +1,51 @@
+"""Every response says which request it answers and, for a counted one, what is left of the hour.
+
+Each request has an id: the caller's `X-Request-Id` when it is a sensible
+one, else a new one.  It is answered in `X-Request-Id`, passed to the
+database with the request's headers (the audit log records it) and names the
+request in the gateway's logs.  A request counted against its rate limit
+(gateway/auth/rate_limits.py leaves the count in the ASGI scope) also gets
+RateLimit-Limit, -Remaining and -Reset, whatever it ends with (a 4xx included).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth.rate_limits import SCOPE_KEY, RateLimit
+
+REQUEST_ID_HEADER = "x-request-id"
+_ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class ResponseHeaders:
+    """ASGI middleware: request.state.request_id; X-Request-Id and RateLimit-* on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = next(
+            (value.decode("latin-1") for name, value in scope["headers"] if name == REQUEST_ID_HEADER.encode()), ""
+        )
+        request_id = offered if _ACCEPTABLE_REQUEST_ID.fullmatch(offered) else str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = request_id
+                rate_limit: RateLimit | None = scope.get(SCOPE_KEY)
+                if rate_limit is not None:
+                    for name, value in rate_limit.headers().items():
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

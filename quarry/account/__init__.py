@@ -1,0 +1,1 @@
+"""Who the caller is: api.me() as a service."""

@@ -1,0 +1,1 @@
+"""Plans and usage as the caller sees them (the limits themselves are SQL)."""

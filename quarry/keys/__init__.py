@@ -1,0 +1,1 @@
+"""API keys: the format, and create/list/revoke through the same SQL supabase-js calls."""

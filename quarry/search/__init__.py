@@ -1,0 +1,1 @@
+"""Hybrid search: the request, the service and the response."""
