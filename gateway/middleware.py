@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth.rate_limits import SCOPE_KEY, RateLimit
@@ -40,12 +39,12 @@ class ResponseHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-Id"] = request_id
+                # Appended as raw pairs: nothing upstream sets these, so nothing needs replacing.
+                added = [(b"x-request-id", request_id.encode())]
                 rate_limit: RateLimit | None = scope.get(SCOPE_KEY)
                 if rate_limit is not None:
-                    for name, value in rate_limit.headers().items():
-                        headers[name] = value
+                    added += [(name.lower().encode(), value.encode()) for name, value in rate_limit.headers().items()]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
