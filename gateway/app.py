@@ -24,7 +24,7 @@ from gateway.keys import endpoints as keys
 from gateway.middleware import ResponseHeaders
 from gateway.operations import Resource, route
 from gateway.search import endpoints as search
-from quarry.db import TenantDatabase, create_pool
+from quarry.db import TenantDatabase
 from quarry.outbox import OutboxRelay
 from quarry.query_embedding import warm_up_query_embedders
 from quarry.services import Core
@@ -46,10 +46,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = create_pool(settings.database_url)
+        database = TenantDatabase.connect(settings.database_url)
+        pool = database.pool
         # Don't wait for the database: /healthz answers at once, /readyz says when it is reachable.
         await pool.open(wait=False)
-        database = TenantDatabase(pool)
         core = Core.build(settings, database)
         jwks = JwksCache(
             settings.jwks_url,

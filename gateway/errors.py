@@ -34,6 +34,17 @@ def problem_response(error: QuarryError, request: Request | None = None) -> Resp
 
 async def _handle_quarry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QuarryError)
+    if exc.status >= 500:
+        # Expected and transient (a restarting database): one line, no traceback.
+        logger.warning(
+            "%s %s on %s %s (request %s%s)",
+            exc.status,
+            exc.slug,
+            request.method,
+            request.url.path,
+            getattr(request.state, "request_id", "-"),
+            f", SQLSTATE {exc.sqlstate}" if exc.sqlstate else "",
+        )
     return problem_response(exc, request)
 
 

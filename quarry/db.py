@@ -13,6 +13,13 @@ reverts when the transaction ends (commit or rollback).
 Database errors leave this module as QuarryErrors (`sql_error`), with the
 status PostgREST would answer for the same SQLSTATE, so the gateway maps one
 error type and worker jobs decide retry-or-fail from one flag.
+
+A lost connection is transient (Postgres restarts for upgrades and
+failovers): it is a 503 with Retry-After, never a 500.  Once one has been
+seen, the pool checks every connection it hands out for a while (so the
+dead ones left from before a restart are discarded, not used), and work that
+has not started yet (act_as's preamble, a single autocommit statement) is
+retried once on a fresh connection.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -30,7 +38,7 @@ from uuid import UUID
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from quarry.errors import RESERVED_MEMBERS, DatabaseUnavailable, InternalError, Invalid, QuarryError, error_for_status
 from quarry.principal import Principal
@@ -63,7 +71,56 @@ Connection = AsyncConnection[DictRow]
 Pool = AsyncConnectionPool[Connection]
 
 
-def create_pool(conninfo: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
+# Connection-class failures: the server went away or is not accepting connections yet.
+CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})  # admin/crash shutdown, cannot connect now
+SUSPECT_SECONDS = 30.0
+# How long a request waits for a connection: a short restart is ridden out, a long one is a 503.
+POOL_TIMEOUT_SECONDS = 5.0
+
+
+def connection_lost(error: BaseException) -> bool:
+    """The connection died (or the server is restarting), as opposed to the statement failing."""
+    if isinstance(error, PoolTimeout) or not isinstance(error, psycopg.Error):
+        return False
+    sqlstate = error.sqlstate
+    if sqlstate:
+        return sqlstate.startswith("08") or sqlstate in CONNECTION_LOST_SQLSTATES
+    # A dropped socket carries no SQLSTATE; a connection psycopg already knows is closed is an InterfaceError.
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class PoolHealth:
+    """Checks connections as the pool hands them out, but only for a while after one was found dead.
+
+    A check is a round trip; paying it on every request would cost more than
+    the rare restart it guards against.  After a restart every pooled
+    connection is dead, so once one fails, the rest are checked (and the dead
+    ones discarded) before use.
+    """
+
+    def __init__(self) -> None:
+        self._suspect_until = 0.0
+
+    @property
+    def suspect(self) -> bool:
+        return time.monotonic() < self._suspect_until
+
+    def connection_lost(self) -> None:
+        self._suspect_until = time.monotonic() + SUSPECT_SECONDS
+
+    async def check(self, conn: Connection) -> None:
+        if self.suspect:
+            await AsyncConnectionPool.check_connection(conn)
+
+
+def create_pool(
+    conninfo: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    health: PoolHealth | None = None,
+    timeout: float = POOL_TIMEOUT_SECONDS,
+) -> Pool:
     """A pool of autocommit connections; act_as() opens the transactions.
 
     Needs a session-mode connection (direct, or Supavisor in session mode):
@@ -74,9 +131,10 @@ def create_pool(conninfo: str, *, min_size: int = 2, max_size: int = 10) -> Pool
         min_size=min_size,
         max_size=max_size,
         open=False,
-        timeout=5.0,
+        timeout=timeout,
         connection_class=AsyncConnection[DictRow],
         kwargs={"autocommit": True, "row_factory": dict_row},
+        check=health.check if health is not None else None,
     )
 
 
@@ -109,12 +167,29 @@ def request_settings(
     }
 
 
+def _set_config(settings: Mapping[str, str]) -> tuple[str, list[str]]:
+    """One statement that makes every setting local to the transaction."""
+    names = list(settings)
+    statement = "select " + ", ".join(f"set_config(%s, %s, true) as s{i}" for i in range(len(names)))
+    return statement, [value for name in names for value in (name, settings[name])]
+
+
 class TenantDatabase:
     """The pool plus what act_as needs to know about the database's roles."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, health: PoolHealth | None = None) -> None:
         self.pool = pool
+        self.health = health or PoolHealth()
         self._role_settings: dict[str, dict[str, str]] | None = None
+
+    @classmethod
+    def connect(
+        cls, conninfo: str, *, min_size: int = 2, max_size: int = 10, timeout: float = POOL_TIMEOUT_SECONDS
+    ) -> TenantDatabase:
+        """A database with a pool (not opened yet) that checks connections after a loss."""
+        health = PoolHealth()
+        pool = create_pool(conninfo, min_size=min_size, max_size=max_size, health=health, timeout=timeout)
+        return cls(pool, health)
 
     async def role_settings(self, conn: Connection) -> dict[str, dict[str, str]]:
         """`alter role … set …` values of the request roles, read once (PostgREST does the same)."""
@@ -136,28 +211,70 @@ class TenantDatabase:
         path: str = "/",
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Connection]:
-        """A connection inside a transaction that acts as the caller the claims name."""
-        with translate_sql_errors(anonymous=role == "anon"):
-            async with self.pool.connection() as conn:
-                role_settings = (await self.role_settings(conn)).get(role)
-                settings = request_settings(
-                    claims, role=role, method=method, path=path, headers=headers, role_settings=role_settings
-                )
-                names = list(settings)
-                statement = "select " + ", ".join(f"set_config(%s, %s, true) as s{i}" for i in range(len(names)))
-                params = [value for name in names for value in (name, settings[name])]
-                await conn.set_read_only(method.upper() in READ_ONLY_METHODS)
-                async with conn.transaction():
-                    await conn.execute(statement, params, prepare=True)
+        """A connection inside a transaction that acts as the caller the claims name.
+
+        If the connection turns out to be dead before the caller's work begins
+        (a restart since it was last used), the transaction starts again, once,
+        on a fresh one.  A loss during the caller's work is theirs: a 503.
+        """
+        with self._translate(anonymous=role == "anon"):
+            for attempt in (1, 2):
+                async with contextlib.AsyncExitStack() as stack:
+                    try:
+                        conn = await stack.enter_async_context(self.pool.connection())
+                        role_settings = (await self.role_settings(conn)).get(role)
+                        settings = request_settings(
+                            claims, role=role, method=method, path=path, headers=headers, role_settings=role_settings
+                        )
+                        await conn.set_read_only(method.upper() in READ_ONLY_METHODS)
+                        await stack.enter_async_context(conn.transaction())
+                        await conn.execute(*_set_config(settings), prepare=True)
+                    except psycopg.Error as error:
+                        if attempt == 2 or not connection_lost(error):
+                            raise
+                        self.health.connection_lost()
+                        # Unwind as failed (no COMMIT on a dead connection), then start afresh.
+                        with contextlib.suppress(Exception):
+                            await stack.__aexit__(type(error), error, error.__traceback__)
+                        continue
                     yield conn
+                    return
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """An autocommit connection as the process's own login role, for the few privileged
         calls that precede a tenant (API-key lookup, rate limits, the outbox relay)."""
-        with translate_sql_errors():
+        with self._translate():
             async with self.pool.connection() as conn:
                 yield conn
+
+    async def fetch(self, statement: str, params: Sequence[Any] | None = None) -> list[DictRow]:
+        """One autocommit statement as the login role, retried once on a fresh connection if the
+        connection was lost (every such statement of ours can safely run twice)."""
+        with self._translate():
+            for attempt in (1, 2):
+                try:
+                    async with self.pool.connection() as conn:
+                        cursor = await conn.execute(statement, params, prepare=True)
+                        return await cursor.fetchall() if cursor.description else []
+                except psycopg.Error as error:
+                    if attempt == 2 or not connection_lost(error):
+                        raise
+                    self.health.connection_lost()
+        raise AssertionError("unreachable")
+
+    async def fetch_one(self, statement: str, params: Sequence[Any] | None = None) -> DictRow | None:
+        rows = await self.fetch(statement, params)
+        return rows[0] if rows else None
+
+    @contextlib.contextmanager
+    def _translate(self, *, anonymous: bool = False) -> Iterator[None]:
+        try:
+            with translate_sql_errors(anonymous=anonymous):
+                yield
+        except DatabaseUnavailable:
+            self.health.connection_lost()
+            raise
 
 
 @dataclass(frozen=True)
@@ -201,6 +318,10 @@ _SQLSTATE_EXACT: dict[str, int] = {
     "42P01": 404,  # undefined_table
     "42P17": 500,  # infinite_recursion (e.g. a recursive policy)
     "42501": 403,  # insufficient_privilege (401 for anon, below)
+    # The server is shutting down or starting: transient, as PostgREST answers a lost database.
+    "57P01": 503,  # admin_shutdown
+    "57P02": 503,  # crash_shutdown
+    "57P03": 503,  # cannot_connect_now
 }
 _SQLSTATE_CLASS: dict[str, int] = {
     "08": 503, "09": 500, "0L": 403, "0P": 403, "25": 500, "28": 403, "2D": 500, "38": 500, "39": 500,
@@ -229,17 +350,19 @@ def sql_error(error: psycopg.Error, *, anonymous: bool = False) -> QuarryError:
     if error.sqlstate is None and isinstance(error, psycopg.DataError):
         # Refused by psycopg before it reached the server (a NUL in text, a number out of range).
         return Invalid("A value in the request cannot be stored (for example a NUL character).")
-    sqlstate = error.sqlstate or ("08000" if isinstance(error, psycopg.OperationalError) else "XX000")
+    # No SQLSTATE: lost on the way (a dropped socket), or no connection to be had (the pool waited in vain).
+    unreachable = connection_lost(error) or isinstance(error, PoolTimeout)
+    sqlstate = error.sqlstate or ("08000" if unreachable else "XX000")
     if sqlstate == "PGRST":
         return _error_from_pgrst(diag.message_primary or "", diag.message_detail or "")
     status = sql_error_status(sqlstate, anonymous=anonymous)
     if status == 503:
-        return DatabaseUnavailable()
+        return DatabaseUnavailable(internal=f"{sqlstate} {type(error).__name__}", sqlstate=sqlstate)
     if status >= 500:
         logger.error("database error %s (%s)", sqlstate, type(error).__name__)
-        return InternalError(status=status)
+        return InternalError(status=status, sqlstate=sqlstate)
     detail = diag.message_primary or HTTPStatus(status).phrase
-    return error_for_status(status, detail, extensions={"code": sqlstate})
+    return error_for_status(status, detail, extensions={"code": sqlstate}, sqlstate=sqlstate)
 
 
 # A PGRST body's `code` becomes the slug and its `message` the detail.
@@ -269,7 +392,7 @@ def _error_from_pgrst(message: str, detail: str) -> QuarryError:
     elif details is not None:
         extensions["details"] = details
     text = str(body.get("message") or HTTPStatus(status).phrase)
-    return error_for_status(status, text, slug=code, headers=headers, extensions=extensions)
+    return error_for_status(status, text, slug=code, headers=headers, extensions=extensions, sqlstate="PGRST")
 
 
 @contextlib.contextmanager

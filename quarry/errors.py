@@ -41,10 +41,12 @@ class QuarryError(Exception):
         headers: Mapping[str, str] | None = None,
         extensions: Mapping[str, Any] | None = None,
         internal: str | None = None,
+        sqlstate: str | None = None,
     ) -> None:
         # str(error) is for operators (logs, ops views); `detail` is what a caller is told.
         super().__init__(internal or detail)
         self.detail = detail
+        self.sqlstate = sqlstate  # when the database raised it: for logs
         if slug is not None:
             self.slug = slug
         if status is not None:
@@ -200,12 +202,20 @@ def error_for_status(
     slug: str | None = None,
     headers: Mapping[str, str] | None = None,
     extensions: Mapping[str, Any] | None = None,
+    sqlstate: str | None = None,
 ) -> QuarryError:
     """The kind of error a status names (SQL chooses statuses, see quarry.db), or a plain QuarryError."""
     kind = _KIND_BY_STATUS.get(status)
     if kind is None:
-        return QuarryError(detail, slug=slug or _slug_of(status), status=status, headers=headers, extensions=extensions)
-    return kind(detail, slug=slug, headers=headers, extensions=extensions)
+        return QuarryError(
+            detail,
+            slug=slug or _slug_of(status),
+            status=status,
+            headers=headers,
+            extensions=extensions,
+            sqlstate=sqlstate,
+        )
+    return kind(detail, slug=slug, headers=headers, extensions=extensions, sqlstate=sqlstate)
 
 
 def _slug_of(status: int) -> str:

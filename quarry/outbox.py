@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from quarry.db import TenantDatabase
-from quarry.errors import QuarryError
+from quarry.errors import QuarryError, Unavailable
 from quarry.index.base import IndexPoint
 from quarry.index.handle import IndexHandle
 from quarry.principal import Principal
@@ -35,8 +35,13 @@ from quarry.storage.blobs import BlobStore, blob_key
 logger = logging.getLogger("quarry.outbox")
 
 CHANNEL = "quarry_outbox"
-LEASE_SECONDS = 120
+# A lease is renewed while its change is being applied, so a short one only means
+# that a relay which died (its process, or its connection) is replaced quickly.
+LEASE_SECONDS = 15
+RENEW_SECONDS = 5.0
 CHUNK_PAGE = 500
+MIN_RECONNECT_SECONDS = 0.5
+MAX_RECONNECT_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 60
 
 
@@ -78,13 +83,20 @@ class OutboxRelay:
         self._last_sync = time.monotonic()
 
     async def run(self) -> None:
-        """Drain on every NOTIFY and at least every sweep interval, until cancelled."""
+        """Drain on every NOTIFY and at least every sweep interval, until cancelled.
+
+        A lost database connection is expected (restarts, failovers): one
+        warning, then reconnect with a capped backoff; anything else is logged
+        with its traceback and retried the same way.
+        """
+        backoff = MIN_RECONNECT_SECONDS
         while True:
             try:
                 conninfo = self._database.pool.conninfo
                 assert isinstance(conninfo, str)
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
                     await listener.execute(f"listen {CHANNEL}")
+                    backoff = MIN_RECONNECT_SECONDS
                     await self.drain()
                     while True:
                         async for _ in listener.notifies(timeout=self._wait_seconds(), stop_after=1):
@@ -93,9 +105,12 @@ class OutboxRelay:
                         await self.optimize_if_idle()
             except asyncio.CancelledError:
                 raise
+            except (psycopg.OperationalError, Unavailable) as error:
+                logger.warning("outbox relay lost the database (%s); reconnecting in %.1f s", _why(error), backoff)
             except Exception:
-                logger.exception("outbox relay error; retrying shortly")
-                await asyncio.sleep(1.0)
+                logger.exception("outbox relay error; retrying in %.1f s", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_RECONNECT_SECONDS, backoff * 2)
 
     async def drain(self) -> int:
         """Apply every change that is due; returns how many documents were synced."""
@@ -104,13 +119,27 @@ class OutboxRelay:
             changes = await self._claim()
             if not changes:
                 break
-            results = await asyncio.gather(*(self._apply(change) for change in changes))
+            renewing = asyncio.create_task(self._renew([change.lease for change in changes]), name="outbox-renew")
+            try:
+                results = await asyncio.gather(*(self._apply(change) for change in changes))
+            finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
             synced += sum(results)
             if not any(results):
                 break  # everything due failed: wait for the backoff instead of spinning
         if synced:
             self._last_sync = time.monotonic()
         return synced
+
+    async def _renew(self, leases: list[uuid.UUID]) -> None:
+        """Keep the leases of the changes being applied; a renewal that fails is tried again."""
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            try:
+                await self._database.fetch("select internal.outbox_renew(%s, %s)", (leases, LEASE_SECONDS))
+            except QuarryError as error:
+                logger.warning("could not renew %d outbox lease(s) (%s)", len(leases), error.slug)
 
     async def optimize_if_idle(self) -> None:
         """Qdrant Edge has no background optimizer: its owner runs it, but only once
@@ -127,12 +156,7 @@ class OutboxRelay:
         return self._sweep_seconds
 
     async def _claim(self) -> list[PendingChange]:
-        async with self._database.connection() as conn:
-            rows = await (
-                await conn.execute(
-                    "select * from internal.outbox_claim(%s, %s)", (self._batch, LEASE_SECONDS), prepare=True
-                )
-            ).fetchall()
+        rows = await self._database.fetch("select * from internal.outbox_claim(%s, %s)", (self._batch, LEASE_SECONDS))
         return [PendingChange(r["tenant_id"], r["document_id"], r["up_to_id"], r["attempts"], r["lease"]) for r in rows]
 
     async def _apply(self, change: PendingChange) -> bool:
@@ -149,14 +173,10 @@ class OutboxRelay:
             logger.exception("could not apply the outbox change of document %s", change.document_id)
             await self._retry_later(change, f"{type(error).__name__}: {error}")
             return False
-        async with self._database.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "select internal.outbox_complete(%s, %s, %s, %s) as completed",
-                    (change.tenant_id, change.document_id, change.up_to_id, change.lease),
-                    prepare=True,
-                )
-            ).fetchone()
+        row = await self._database.fetch_one(
+            "select internal.outbox_complete(%s, %s, %s, %s) as completed",
+            (change.tenant_id, change.document_id, change.up_to_id, change.lease),
+        )
         if not (row and row["completed"]):
             logger.warning("lost the lease on document %s; it will be synced again", change.document_id)
         return True
@@ -213,13 +233,19 @@ class OutboxRelay:
             "outbox change of document %s failed (attempt %d): %s", change.document_id, change.attempts, error
         )
         try:
-            async with self._database.connection() as conn:
-                await conn.execute(
-                    "select internal.outbox_retry_later(%s, %s, %s, %s, %s)",
-                    (change.tenant_id, change.document_id, change.lease, error, delay),
-                )
-        except QuarryError:
-            logger.exception("could not record the failure; the lease will expire instead")
+            await self._database.fetch(
+                "select internal.outbox_retry_later(%s, %s, %s, %s, %s)",
+                (change.tenant_id, change.document_id, change.lease, error, delay),
+            )
+        except QuarryError as failure:
+            logger.warning(
+                "could not record the failure (%s); the lease expires in %d s instead", failure.slug, LEASE_SECONDS
+            )
+
+
+def _why(error: BaseException) -> str:
+    sqlstate = getattr(error, "sqlstate", None)
+    return f"SQLSTATE {sqlstate}" if sqlstate else type(error).__name__
 
 
 def _point(document_id: uuid.UUID, document: dict[str, Any], chunk: dict[str, Any]) -> IndexPoint:

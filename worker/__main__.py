@@ -4,6 +4,11 @@ It loads the embedding model once, then runs up to WORKER_CONCURRENCY jobs at
 a time (ingest jobs share model batches).  It re-queues the jobs of workers
 that died mid-job (no heartbeat for STALLED_WORKER_SECONDS), and, when the
 vector index is a Qdrant server, it also hosts the outbox relay.
+
+It outlives the database: when the job queue loses its connection (a restart,
+a failover), the procrastinate worker is started again with a capped
+backoff, and the jobs the lost one held go back to the queue as soon as the
+database answers again.  SIGTERM or Ctrl-C stops it gracefully.
 """
 
 from __future__ import annotations
@@ -12,10 +17,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
+import time
 from contextlib import AsyncExitStack
 
-from quarry.db import TenantDatabase, create_pool
+import procrastinate
+from procrastinate.worker import Worker
+
+from quarry.db import TenantDatabase
 from quarry.documents.chunking import Chunker
 from quarry.documents.ingest import IngestPipeline
 from quarry.embedding import DenseEmbedder, EmbeddingBatcher, SparseEmbedder
@@ -24,13 +34,16 @@ from quarry.services import Core
 from quarry.settings import Settings, SettingsError
 from worker.app import procrastinate_app, queues
 from worker.context import CONTEXT_KEY, WorkerContext
-from worker.maintenance import watch_stalled_work
+from worker.stalled import QuietTransientErrors, is_transient, requeue_stalled_jobs, watch_stalled_work, why
 
 logger = logging.getLogger("quarry.worker")
 
 CHUNK_OVERLAP_TOKENS = 32
-HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "5"))
-STALLED_WORKER_SECONDS = float(os.environ.get("STALLED_WORKER_SECONDS", "30"))
+HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "2"))
+STALLED_WORKER_SECONDS = float(os.environ.get("STALLED_WORKER_SECONDS", "10"))
+MIN_RESTART_SECONDS = 0.5
+MAX_RESTART_SECONDS = 10.0
+STEADY_SECONDS = 60.0  # a worker that ran this long before failing starts again from the shortest wait
 
 
 async def run(settings: Settings) -> None:
@@ -40,10 +53,13 @@ async def run(settings: Settings) -> None:
     logger.info("embedding model %s loaded (%d dimensions)", embedder.model_name, embedder.dimensions)
     async with AsyncExitStack() as stack:
         # Jobs hold a connection only briefly (start, store), so the pool can stay small.
-        pool = create_pool(settings.worker_database_url, min_size=1, max_size=min(settings.worker_concurrency + 2, 16))
-        await pool.open(wait=True, timeout=30)
-        stack.push_async_callback(pool.close)
-        core = Core.build(settings, TenantDatabase(pool))
+        database = TenantDatabase.connect(
+            settings.worker_database_url, min_size=1, max_size=min(settings.worker_concurrency + 2, 16)
+        )
+        # Connections come as the database allows; the worker waits for it rather than exit.
+        await database.pool.open(wait=False)
+        stack.push_async_callback(database.pool.close)
+        core = Core.build(settings, database)
         stack.callback(core.close)
         batcher = EmbeddingBatcher(embedder)
         stack.push_async_callback(batcher.aclose)
@@ -60,7 +76,7 @@ async def run(settings: Settings) -> None:
         )
         context = WorkerContext(core, pipeline)
         app = procrastinate_app(settings.worker_database_url)
-        await stack.enter_async_context(app.open_async())
+        await open_queue(app, stack)
         tasks = [asyncio.create_task(watch_stalled_work(app, context, STALLED_WORKER_SECONDS), name="stalled-work")]
         if not settings.relay_in_gateway:
             relay = OutboxRelay(
@@ -72,24 +88,103 @@ async def run(settings: Settings) -> None:
             )
             tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
         try:
-            await app.run_worker_async(
-                queues=queues(app),
-                concurrency=settings.worker_concurrency,
-                additional_context={CONTEXT_KEY: context},
-                update_heartbeat_interval=HEARTBEAT_SECONDS,
-                stalled_worker_timeout=STALLED_WORKER_SECONDS,
-                install_signal_handlers=True,
-            )
+            await run_jobs(app, context, concurrency=settings.worker_concurrency)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def open_queue(app: procrastinate.App, stack: AsyncExitStack) -> None:
+    """procrastinate's connection pool, opened once the database answers (waiting for it, with backoff)."""
+    backoff = MIN_RESTART_SECONDS
+    while True:
+        try:
+            await stack.enter_async_context(app.open_async())
+            return
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            logger.warning("the job queue cannot reach the database yet (%s); retrying in %.1f s", why(error), backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_RESTART_SECONDS, backoff * 2)
+
+
+async def run_jobs(app: procrastinate.App, context: WorkerContext, *, concurrency: int) -> None:
+    """The procrastinate worker until SIGTERM/SIGINT, started again whenever it loses the database."""
+    stopping = asyncio.Event()
+    current: list[Worker] = []
+
+    def stop() -> None:
+        stopping.set()
+        for worker in current:
+            worker.stop()  # type: ignore[no-untyped-call]
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    lost_worker_id: int | None = None
+    backoff = MIN_RESTART_SECONDS
+    while not stopping.is_set():
+        if lost_worker_id is not None and await release_lost_worker(app, context, lost_worker_id):
+            lost_worker_id = None
+        worker = Worker(
+            app,
+            queues=queues(app),
+            name="quarry",
+            concurrency=concurrency,
+            additional_context={CONTEXT_KEY: context},
+            install_signal_handlers=False,
+            update_heartbeat_interval=HEARTBEAT_SECONDS,
+            stalled_worker_timeout=STALLED_WORKER_SECONDS,
+        )
+        current[:] = [worker]
+        started = time.monotonic()
+        try:
+            await worker.run()  # type: ignore[no-untyped-call]
+        except Exception as error:
+            if is_transient(error):
+                logger.warning("the job queue lost the database (%s); restarting in %.1f s", why(error), backoff)
+            else:
+                logger.exception("the job worker failed; restarting in %.1f s", backoff)
+        else:
+            if stopping.is_set():
+                return
+            # procrastinate stops a worker whose side task (its listener, its heartbeat) failed.
+            logger.warning("the job worker stopped (its database connection was lost); restarting in %.1f s", backoff)
+        lost_worker_id = worker.worker_id or lost_worker_id
+        if time.monotonic() - started > STEADY_SECONDS:
+            backoff = MIN_RESTART_SECONDS
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(backoff):
+                await stopping.wait()
+        backoff = min(MAX_RESTART_SECONDS, backoff * 2)
+
+
+async def release_lost_worker(app: procrastinate.App, context: WorkerContext, worker_id: int) -> bool:
+    """The jobs a lost worker of this process held go back to the queue now, not after the stall timeout.
+
+    Unregistering it leaves its jobs without a worker, which the stalled-job
+    check re-queues at once.  False if the database is not answering yet.
+    """
+    try:
+        await app.job_manager.unregister_worker(worker_id)
+        requeued = await requeue_stalled_jobs(app, context, STALLED_WORKER_SECONDS)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        return False
+    if requeued:
+        logger.info("re-queued %d job(s) of the lost worker %d", requeued, worker_id)
+    return True
+
+
 def main() -> int:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietTransientErrors())
     try:
         settings = Settings.from_env()
     except SettingsError as error:

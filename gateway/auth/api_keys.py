@@ -91,8 +91,7 @@ class ApiKeyVerifier:
                 await self._touch(entry.principal)
             return entry.principal
         epoch = self._epoch
-        async with self._database.connection() as conn:
-            row = await (await conn.execute(_FIND, (parsed.lookup_id,), prepare=True)).fetchone()
+        row = await self._database.fetch_one(_FIND, (parsed.lookup_id,))
         if row is None:
             await asyncio.sleep(await self._bcrypt_duration())
             raise invalid_key()
@@ -124,8 +123,7 @@ class ApiKeyVerifier:
         return self._bcrypt_seconds
 
     async def _touch(self, principal: Principal) -> None:
-        async with self._database.connection() as conn:
-            await conn.execute(_TOUCH, (principal.api_key_id,), prepare=True)
+        await self._database.fetch(_TOUCH, (principal.api_key_id,))
 
     def invalidate(self, key_id: str | None = None) -> None:
         self._epoch += 1

@@ -50,9 +50,7 @@ class RateLimiter:
         self.enabled = enabled
 
     async def hit(self, tenant_id: uuid.UUID, api_key_id: uuid.UUID | None = None) -> RateLimit:
-        async with self._database.connection() as conn:
-            cursor = await conn.execute(_HIT, (tenant_id, api_key_id), prepare=True)
-            row = await cursor.fetchone()
+        row = await self._database.fetch_one(_HIT, (tenant_id, api_key_id))
         if row is None:
             raise Unauthorized("The credentials belong to a user that no longer exists.")
         return RateLimit(row["request_limit"], row["remaining"], row["resets_at"], row["allowed"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ import psycopg
 from quarry.dev.database import DatabaseSetupError, prepare_database
 from quarry.dev.keys import load_or_create_key, mint_token
 from quarry.dev.settings import DevModeRefused, DevSettings
+from quarry.dev.supervisor import Supervisor
 from quarry.dev.users import PLANS, SUBSCRIPTION_STATUSES, ensure_user, set_plan
 from quarry.settings import SettingsError
 
@@ -77,11 +77,10 @@ def cmd_authserver(settings: DevSettings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> bool:
+def _wait_ready(url: str, supervisor: Supervisor, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in processes):
-            return False
+        supervisor.poll()
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return True
@@ -96,37 +95,19 @@ def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
     load_or_create_key(settings)
     python = sys.executable
     gateway_url = f"http://{args.host}:{args.port}"
-    processes = [
-        subprocess.Popen([python, "-m", "quarry.dev", "authserver"]),
-        subprocess.Popen(
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "gateway.app:create_app",
-                "--factory",
-                "--host",
-                args.host,
-                "--port",
-                str(args.port),
-                "--no-access-log",
-            ]
-        ),
-        subprocess.Popen([python, "-m", "worker"]),
-    ]
-
-    def stop(*_: object) -> None:
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
+    gateway = [python, "-m", "uvicorn", "gateway.app:create_app", "--factory"]
+    supervisor = Supervisor()
+    supervisor.add("dev auth server", [python, "-m", "quarry.dev", "authserver"])
+    supervisor.add("gateway", [*gateway, "--host", args.host, "--port", str(args.port), "--no-access-log"])
+    supervisor.add("worker", [python, "-m", "worker"])
 
     def on_sigterm(*_: object) -> None:
-        stop()
+        supervisor.stop()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        if not _wait_ready(f"{gateway_url}/readyz", processes):
+        if not _wait_ready(f"{gateway_url}/readyz", supervisor):
             print("the gateway did not become ready; see the output above", file=sys.stderr)
             return 1
         print(
@@ -142,18 +123,16 @@ Get a token and call the API from another terminal:
   curl -H "Authorization: Bearer $TOKEN" -F file=@README.md {gateway_url}/api/documents
   curl -H "Authorization: Bearer $TOKEN" {gateway_url}/api/documents
 
-Ctrl-C stops everything.""",
+A process that dies is started again (with a growing pause). Ctrl-C stops everything.""",
             flush=True,
         )
-        while all(process.poll() is None for process in processes):
+        while True:
+            supervisor.poll()
             time.sleep(0.5)
-        return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        stop()
-        for process in processes:
-            process.wait(timeout=10)
+        supervisor.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

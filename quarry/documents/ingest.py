@@ -79,6 +79,14 @@ class IngestPipeline:
                 reason = f"Processing kept failing ({error.slug}); upload it again later."
                 await self.fail(session, document_id, reason)
             else:
+                # Expected (a database restart, storage briefly away): one line, the job retries.
+                logger.warning(
+                    "document %s (%s): %s%s; the job will retry",
+                    document_id,
+                    session.headers.get("x-request-id", "-"),
+                    error.slug,
+                    f", SQLSTATE {error.sqlstate}" if error.sqlstate else "",
+                )
                 raise
         except Exception as error:  # a bug or an input nobody foresaw: say so, don't leave it hanging
             logger.exception("ingest of document %s failed unexpectedly", document_id)

@@ -3,7 +3,7 @@
 -- the gateway and the worker.
 begin;
 set local search_path = tests, public;
-select plan(42);
+select plan(45);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -98,6 +98,9 @@ select throws_ok(
     'select * from internal.outbox_claim(10, 60)', '42501', null, 'tenants cannot claim outbox entries'
 );
 select throws_ok(
+    'select internal.outbox_renew(array[]::uuid[], 60)', '42501', null, 'nor renew leases'
+);
+select throws_ok(
     'select * from procrastinate.procrastinate_jobs', '42501', null, 'tenants cannot read the job queue'
 );
 select results_eq('select count(*) from app.chunks', 'values (3::bigint)', 'A sees its 3 chunks');
@@ -129,6 +132,13 @@ select results_eq(
 );
 select is_empty(
     'select * from internal.outbox_claim(10, 60)', 'a leased change is not handed out twice'
+);
+select is(
+    internal.outbox_renew(array(select lease from claimed), 300), 1,
+    'the relay renews the lease it is working on'
+);
+select is(
+    internal.outbox_renew(array[gen_random_uuid()], 300), 0, 'a lease nobody holds renews nothing'
 );
 select lives_ok(
     $$select internal.outbox_retry_later(tenant_id, document_id, lease, 'index down', 30) from claimed$$,

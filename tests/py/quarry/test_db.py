@@ -11,8 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 
-from quarry.db import Connection, TenantDatabase, create_pool, request_settings
+from quarry.db import Connection, TenantDatabase, connection_lost, create_pool, request_settings
+from quarry.errors import DatabaseUnavailable
 from tests.py.support.database import DatabaseUrls, Users
 
 pytestmark = pytest.mark.anyio
@@ -150,3 +152,99 @@ async def test_each_role_gets_its_own_settings(db: TenantDatabase) -> None:
     async with db.act_as({}, role="anon") as conn:
         row = await (await conn.execute("select current_setting('statement_timeout') as timeout")).fetchone()
     assert row == {"timeout": "3s"}  # Supabase's setting for anon
+
+
+# --- a lost connection (a database restart) ------------------------------------------------
+
+
+@pytest.fixture
+async def resilient(database: DatabaseUrls) -> AsyncIterator[TenantDatabase]:
+    """One pooled connection, so the one that dies is the one the next call gets."""
+    db = TenantDatabase.connect(database.gateway_url, min_size=1, max_size=1)
+    await db.pool.open(wait=True)
+    yield db
+    await db.pool.close()
+
+
+def terminate(database: DatabaseUrls, pid: int) -> None:
+    """What a restart does to a pooled connection: the server ends it."""
+    with psycopg.connect(database.admin_url, autocommit=True) as conn:
+        conn.execute("select pg_terminate_backend(%s)", (pid,))
+
+
+async def backend_pid(conn: Connection) -> int:
+    row = await (await conn.execute("select pg_backend_pid() as pid")).fetchone()
+    assert row is not None
+    return int(row["pid"])
+
+
+async def test_a_connection_lost_before_the_work_begins_is_replaced(
+    resilient: TenantDatabase, database: DatabaseUrls, users: Users
+) -> None:
+    async with resilient.act_as({"sub": str(users.alice)}) as conn:
+        first = await backend_pid(conn)
+    terminate(database, first)
+    assert not resilient.health.suspect
+    async with resilient.act_as({"sub": str(users.alice)}) as conn:
+        second = await backend_pid(conn)
+        assert (await read_settings(conn))["uid"] == users.alice
+    assert second != first and resilient.health.suspect
+
+
+async def test_a_single_statement_is_retried_on_a_fresh_connection(
+    resilient: TenantDatabase, database: DatabaseUrls
+) -> None:
+    row = await resilient.fetch_one("select pg_backend_pid() as pid")
+    assert row is not None
+    terminate(database, int(row["pid"]))
+    again = await resilient.fetch_one("select pg_backend_pid() as pid")
+    assert again is not None and again["pid"] != row["pid"]
+
+
+async def test_a_connection_lost_during_the_work_is_a_503_to_retry(
+    resilient: TenantDatabase, database: DatabaseUrls, users: Users
+) -> None:
+    async def lose_the_connection_midway() -> None:
+        async with resilient.act_as({"sub": str(users.alice)}) as conn:
+            terminate(database, await backend_pid(conn))
+            await conn.execute("select 1")
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await lose_the_connection_midway()
+    assert caught.value.status == 503 and caught.value.headers["Retry-After"]
+    async with resilient.act_as({"sub": str(users.alice)}) as conn:
+        assert await backend_pid(conn)
+
+
+async def test_no_database_at_all_is_a_503_not_a_500() -> None:
+    nowhere = TenantDatabase.connect("postgresql://quarry_gateway@127.0.0.1:9/quarry", min_size=0, timeout=0.3)
+    await nowhere.pool.open(wait=False)
+    try:
+
+        async def act() -> None:
+            async with nowhere.act_as({"sub": str(uuid.uuid4())}):
+                pass
+
+        with pytest.raises(DatabaseUnavailable):
+            await act()
+        with pytest.raises(DatabaseUnavailable):
+            await nowhere.fetch("select 1")
+    finally:
+        await nowhere.pool.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "lost"),
+    [
+        (psycopg.OperationalError("server closed the connection unexpectedly"), True),
+        (psycopg.errors.AdminShutdown(), True),
+        (psycopg.errors.CannotConnectNow(), True),
+        (psycopg.errors.ConnectionFailure(), True),
+        (psycopg.InterfaceError("the connection is closed"), True),
+        (PoolTimeout("couldn't get a connection"), False),
+        (psycopg.errors.UniqueViolation(), False),
+        (psycopg.errors.QueryCanceled(), False),
+    ],
+)
+def test_what_counts_as_a_lost_connection(error: psycopg.Error, lost: bool) -> None:
+    assert connection_lost(error) is lost
