@@ -22,12 +22,16 @@ from starlette.responses import Response
 from gateway.operations import (
     JSON_MEDIA_TYPE,
     PROBLEM_MEDIA_TYPE,
+    REPLAYED_HEADER,
     Call,
     Operation,
     Reply,
     Resource,
     resource,
 )
+from quarry.idempotency import HEADER as IDEMPOTENCY_HEADER
+from quarry.idempotency import KEY_PATTERN
+from quarry.idempotency import MAX_KEY_LENGTH as MAX_IDEMPOTENCY_KEY_LENGTH
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 TITLE = "Quarry gateway"
@@ -102,6 +106,10 @@ JSON_BODY_PROBLEMS = {
     422: "A field is missing or invalid (`errors` names each one).",
 }
 PARAMETER_PROBLEMS = {422: "A parameter is invalid."}
+IDEMPOTENCY_PROBLEMS = {
+    409: "A request with the same Idempotency-Key is still in progress.",
+    422: "Or the Idempotency-Key was used for a different request.",
+}
 HEADERS_WITH_RETRY_AFTER = (429, 503)
 
 
@@ -166,7 +174,7 @@ def _operation(
     described: dict[str, Any] = {"operationId": operation.operation_id, "summary": operation.summary}
     if operation.description:
         described["description"] = operation.description
-    parameters = _path_parameters(operation) + _query_parameters(operation)
+    parameters = _path_parameters(operation) + _query_parameters(operation) + _header_parameters(operation)
     if parameters:
         described["parameters"] = parameters
     if operation.body is not None:
@@ -177,7 +185,7 @@ def _operation(
     elif operation.raw_body is not None:
         described["requestBody"] = copy.deepcopy(dict(operation.raw_body))
     responses: dict[str, Any] = {
-        str(status): _reply(reply, refs, authenticated=not operation.public)
+        str(status): _reply(reply, refs, authenticated=not operation.public, idempotent=operation.idempotent)
         for status, reply in operation.replies.items()
     }
     for status, description in sorted(_problems(operation).items()):
@@ -197,7 +205,33 @@ def _problems(operation: Operation) -> dict[int, str]:
     if operation.body is not None:
         problems.update(JSON_BODY_PROBLEMS)
     problems.update(operation.problems)
+    if operation.idempotent:
+        for status, description in IDEMPOTENCY_PROBLEMS.items():
+            problems[status] = f"{problems[status]} {description}" if status in problems else description
     return problems
+
+
+def _header_parameters(operation: Operation) -> list[dict[str, Any]]:
+    if not operation.idempotent:
+        return []
+    return [
+        {
+            "name": IDEMPOTENCY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": (
+                "Makes retrying safe: sent again within 24 h with the same request, it answers the first response"
+                " (marked `Idempotent-Replayed: true`) instead of creating another.  A UUID is best; a quoted"
+                " sf-string is accepted too."
+            ),
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                "pattern": KEY_PATTERN,
+            },
+        }
+    ]
 
 
 def _path_parameters(operation: Operation) -> list[dict[str, Any]]:
@@ -244,7 +278,11 @@ def _without_null(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reply(
-    reply: Reply, refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]], *, authenticated: bool
+    reply: Reply,
+    refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]],
+    *,
+    authenticated: bool,
+    idempotent: bool,
 ) -> dict[str, Any]:
     described: dict[str, Any] = {"description": reply.description}
     if reply.model is not None:
@@ -262,6 +300,11 @@ def _reply(
     }
     if authenticated:
         headers.update(_rate_limit_headers())
+    if idempotent:
+        headers[REPLAYED_HEADER] = {
+            "description": "`true` when this is the stored response of an earlier request with the same key",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
     described["headers"] = headers
     return described
 

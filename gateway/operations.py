@@ -33,6 +33,8 @@ from starlette.routing import Route
 from gateway.auth.authenticate import authenticate
 from quarry.db import TenantSession
 from quarry.errors import Invalid, MalformedRequest, PayloadTooLarge
+from quarry.idempotency import HEADER as IDEMPOTENCY_HEADER
+from quarry.idempotency import Created, Idempotency, IdempotencyKey
 from quarry.principal import Principal
 from quarry.services import Core
 
@@ -42,6 +44,7 @@ Handler = Callable[["Call"], Awaitable[Response]]
 MAX_BODY_BYTES = 64 * 1024
 JSON_MEDIA_TYPE = "application/json"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+REPLAYED_HEADER = "Idempotent-Replayed"
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 
@@ -70,6 +73,7 @@ class Operation:
     query: type[BaseModel] | None = None
     path_ids: Mapping[str, str] = field(default_factory=dict)  # path parameter (a UUID) → description
     public: bool = False
+    idempotent: bool = False  # takes an Idempotency-Key (a POST that creates something)
 
     @property
     def operation_id(self) -> str:
@@ -96,6 +100,7 @@ class Call:
     parsed_body: BaseModel | None
     parsed_query: BaseModel | None
     ids: dict[str, UUID]
+    idempotency: Idempotency | None = None
 
     @property
     def core(self) -> Core:
@@ -123,6 +128,12 @@ class Call:
     def id(self, name: str) -> UUID:
         return self.ids[name]
 
+    def created(self, created: Created[Any], headers: Mapping[str, str] | None = None) -> Response:
+        """The response of a creation (the operation's success status), marked when it is a replay."""
+        status = next(iter(self.operation.replies))
+        replayed = {REPLAYED_HEADER: "true"} if created.replayed else {}
+        return json_response(created.value, status_code=status, headers={**(headers or {}), **replayed})
+
 
 def json_response(model: BaseModel, *, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(model.model_dump_json(), status_code=status_code, headers=headers, media_type=JSON_MEDIA_TYPE)
@@ -149,11 +160,19 @@ def route(declared: Resource) -> Route:
             ids={name: _path_id(name, request.path_params[name]) for name in operation.path_ids},
             parsed_query=_parse_query(operation.query, request) if operation.query else None,
             parsed_body=await _parse_body(operation.body, request) if operation.body else None,
+            idempotency=_idempotency(operation, declared.path, request) if operation.idempotent else None,
         )
         return await operation.handler(call)
 
     endpoint.__name__ = "_".join(operation.operation_id for operation in declared.operations)
     return Route(declared.path, endpoint, methods=declared.allowed_methods())
+
+
+def _idempotency(operation: Operation, path: str, request: Request) -> Idempotency | None:
+    key = IdempotencyKey.parse(request.headers.get(IDEMPOTENCY_HEADER))
+    if key is None:
+        return None
+    return Idempotency(key, operation=f"{operation.method} {path}", status=next(iter(operation.replies)))
 
 
 def _path_id(name: str, raw: str) -> UUID:

@@ -16,10 +16,10 @@ from typing import Any
 
 import procrastinate
 
-from worker import ingest
+from worker import ingest, maintenance
 from worker.context import WorkerContext
 
-DOMAINS: tuple[ModuleType, ...] = (ingest,)
+DOMAINS: tuple[ModuleType, ...] = (ingest, maintenance)
 
 AbandonHook = Callable[[WorkerContext, str, int | None, dict[str, Any]], Awaitable[None]]
 
@@ -31,7 +31,7 @@ def procrastinate_app(conninfo: str) -> procrastinate.App:
         kwargs={"options": "-c search_path=procrastinate"},
         min_size=1,
         max_size=4,
-    )
+    )  # procrastinate checks each connection it takes from this pool (a restarted database costs nothing)
     app = procrastinate.App(connector=connector)
     for domain in DOMAINS:
         domain.register(app)

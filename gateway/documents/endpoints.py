@@ -13,8 +13,8 @@ async def upload_document(call: Call) -> Response:
     upload = MultipartUpload(
         request.headers.get("content-type"), request.headers.get("content-length"), request.stream()
     )
-    document = await call.core.documents.create(call.session, upload)
-    return json_response(document, status_code=202, headers={"Location": f"/api/documents/{document.id}"})
+    created = await call.core.documents.create(call.session, upload, idempotency=call.idempotency)
+    return call.created(created, headers={"Location": f"/api/documents/{created.value.id}"})
 
 
 async def list_documents(call: Call) -> Response:
@@ -51,6 +51,7 @@ resources = [
                 " `status` is `ready` or `failed`."
             ),
             raw_body=UPLOAD_REQUEST_BODY,
+            idempotent=True,
             replies={202: Reply("Accepted; the document is queued.", Document, headers={"Location": "its URL"})},
             problems={
                 400: "The multipart body cannot be parsed.",

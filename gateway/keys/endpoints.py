@@ -12,8 +12,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def create_key(call: Call) -> Response:
-    issued = await service.create_key(call.session, call.body(CreateApiKey))
-    return json_response(issued, status_code=201, headers={**NO_STORE, "Location": f"/api/keys/{issued.id}"})
+    created = await service.create_key(call.session, call.body(CreateApiKey), idempotency=call.idempotency)
+    return call.created(created, headers={**NO_STORE, "Location": f"/api/keys/{created.value.id}"})
 
 
 async def list_keys(call: Call) -> Response:
@@ -41,6 +41,7 @@ resources = [
                 " behalf of its owner.  supabase-js: `rpc('create_api_key', {name, expires_at})`."
             ),
             body=CreateApiKey,
+            idempotent=True,
             replies={
                 201: Reply(
                     "The key, once.",

@@ -31,7 +31,8 @@ from typing import Protocol
 
 from quarry.db import Connection, TenantSession
 from quarry.documents.models import Document, DocumentListQuery, DocumentPage, DocumentSource
-from quarry.errors import Conflict, Invalid, NotFound
+from quarry.errors import Conflict, DatabaseUnavailable, Invalid, NotFound
+from quarry.idempotency import Created, Idempotency, fingerprint
 from quarry.parsing.sniff import Sniffed, sniff
 from quarry.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
 
@@ -83,6 +84,16 @@ class FileSource(Protocol):
         ...
 
 
+class _Replay(Exception):
+    def __init__(self, document: Document) -> None:
+        self.document = document
+
+
+def _fingerprint(incoming: IncomingFile, origin: DocumentSource) -> str:
+    """The same upload: the same bytes, name and title, from the same source."""
+    return fingerprint(origin, incoming.sha256, incoming.filename or "", incoming.title or "")
+
+
 def clean_title(raw: str) -> str:
     name = re.split(r"[/\\]", raw)[-1]
     name = unicodedata.normalize("NFC", _CONTROL_CHARACTERS.sub("", name))
@@ -96,9 +107,18 @@ class DocumentService:
         self.max_bytes = max_bytes
 
     async def create(
-        self, session: TenantSession, source: FileSource, *, origin: DocumentSource = "upload"
-    ) -> Document:
-        """Make a document of the file the source brings; its ingest job is queued with it."""
+        self,
+        session: TenantSession,
+        source: FileSource,
+        *,
+        origin: DocumentSource = "upload",
+        idempotency: Idempotency | None = None,
+    ) -> Created[Document]:
+        """Make a document of the file the source brings; its ingest job is queued with it.
+
+        With an idempotency key, a file sent again (same key, same bytes and
+        title) answers the document the first request created.
+        """
         async with session.transaction() as conn:
             await precheck(conn, source.expected_bytes)
         with tempfile.TemporaryDirectory(prefix="quarry-upload-") as workdir:
@@ -106,12 +126,29 @@ class DocumentService:
             sniffed = await asyncio.to_thread(sniff, incoming.path, incoming.filename)
             document_id = uuid.uuid4()
             key = await self._store(session.tenant_id, document_id, incoming)
+            inserted = False
             try:
                 async with session.transaction() as conn:
-                    return await _insert(conn, document_id, incoming, sniffed, key, origin)
-            except BaseException:
+                    if idempotency is not None:
+                        replay = await idempotency.claim(conn, session.tenant_id, _fingerprint(incoming, origin))
+                        if replay is not None:
+                            raise _Replay(Document.model_validate_json(replay))
+                    document = await _insert(conn, document_id, incoming, sniffed, key, origin)
+                    if idempotency is not None:
+                        await idempotency.complete(
+                            conn, session.tenant_id, document.model_dump_json().encode(), document.id
+                        )
+                    inserted = True
+            except _Replay as replay:
                 await self._discard(key)
+                return Created(replay.document, replayed=True)
+            except BaseException as error:
+                # Lost during COMMIT, the row may well exist: keep its file (a retry with the
+                # same key finds the row); otherwise nothing refers to the file.
+                if not (inserted and isinstance(error, DatabaseUnavailable)):
+                    await self._discard(key)
                 raise
+            return Created(document)
 
     async def _store(self, tenant_id: uuid.UUID, document_id: uuid.UUID, incoming: IncomingFile) -> str:
         key = blob_key(tenant_id, document_id)

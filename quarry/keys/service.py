@@ -7,19 +7,30 @@ from __future__ import annotations
 import uuid
 
 from quarry.db import TenantSession
+from quarry.idempotency import Created, Idempotency, fingerprint
 from quarry.keys.models import ApiKey, ApiKeyList, CreateApiKey, IssuedApiKey
 
 KEY_COLUMNS = "id, name, prefix, last4, status, created_at, expires_at, revoked_at, last_used_at, requests_this_hour"
 
 
-async def create_key(session: TenantSession, request: CreateApiKey) -> IssuedApiKey:
+async def create_key(
+    session: TenantSession, request: CreateApiKey, *, idempotency: Idempotency | None = None
+) -> Created[IssuedApiKey]:
+    """A new key; with an idempotency key, the same request again answers the same key (sealed meanwhile)."""
     async with session.transaction() as conn:
+        if idempotency is not None:
+            replay = await idempotency.claim(conn, session.tenant_id, fingerprint(request.model_dump_json()))
+            if replay is not None:
+                return Created(IssuedApiKey.model_validate_json(replay), replayed=True)
         cursor = await conn.execute(
             "select (k).* from (select api.create_api_key(%s, %s) as k) as issued", (request.name, request.expires_at)
         )
         row = await cursor.fetchone()
-    assert row is not None
-    return IssuedApiKey.model_validate(row)
+        assert row is not None
+        issued = IssuedApiKey.model_validate(row)
+        if idempotency is not None:
+            await idempotency.complete(conn, session.tenant_id, issued.model_dump_json().encode(), issued.id)
+    return Created(issued)
 
 
 async def list_keys(session: TenantSession) -> ApiKeyList:
