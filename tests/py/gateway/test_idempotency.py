@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
+from gateway.operations import Call
 from quarry.idempotency import IdempotencyKey
 from tests.py.support.admin import Admin
 from tests.py.support.api import Api, assert_problem
@@ -133,3 +134,23 @@ def test_a_replay_never_names_a_deleted_document(alice: Api) -> None:
     again = upload(alice, key)
     assert again.status_code == 202 and again.json()["id"] != first
     assert "Idempotent-Replayed" not in again.headers
+
+
+def test_a_retry_after_a_lost_response_creates_no_duplicate(
+    alice: Api, admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The creation committed but its answer never reached the client (here: the response fails)."""
+    key = str(uuid.uuid4())
+    before = documents(admin, alice)
+    answer = Call.created
+
+    def lost(self: Call, *args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(Call, "created", answer)  # only the first answer is lost
+        raise ConnectionResetError("the client went away")
+
+    monkeypatch.setattr(Call, "created", lost)
+    assert upload(alice, key).status_code == 500  # the client saw no 202
+    assert documents(admin, alice) == before + 1  # ... but the document exists
+    retried = upload(alice, key)
+    assert retried.status_code == 202 and retried.headers["Idempotent-Replayed"] == "true"
+    assert documents(admin, alice) == before + 1
