@@ -152,6 +152,9 @@ def main() -> None:
             for client in clients:
                 client.start()
             time.sleep(PHASE_SECONDS)
+            with psycopg.connect(cluster.url(DATABASE)) as conn:
+                row = conn.execute("select count(*) from app.outbox").fetchone()
+                pending_at_shutdown = row[0] if row else 0
             down = time.monotonic()
             back = cluster.restart("fast", down_seconds=DOWN_SECONDS)
             with psycopg.connect(cluster.url(DATABASE)) as conn:
@@ -190,7 +193,8 @@ def main() -> None:
         print(f"{phase:7s} {finish - start:5.1f} s: uploads {uploads:5.1f}/s  queries {queries:5.1f}/s")
     print(f"responses: {dict(sorted(statuses.items()))}; 503 without Retry-After: {log.no_retry_after}")
     print(
-        f"database down {back - down:.1f} s (fast shutdown, {DOWN_SECONDS:.0f} s off); process exits: {exits or 'none'}"
+        f"database down {back - down:.1f} s (fast shutdown, {DOWN_SECONDS:.0f} s off);"
+        f" outbox changes pending at shutdown: {pending_at_shutdown}; process exits: {exits or 'none'}"
     )
     print(
         f"restart: recover_upload_s={recover:.2f} outbox_drain_s={drain:.2f} server_errors={server_errors}"
