@@ -208,6 +208,9 @@ def test_restarts_and_kills_lose_nothing(stack: Stack) -> None:
         pause(4)
         back = stack.cluster.restart("immediate", down_seconds=1)
         pause(4)
+        stack.supervisor.kill("gateway")
+        kills["gateway"] += 1
+        pause(4)
         # Longer than the gateway waits for a connection (5 s): requests answer 503 meanwhile.
         back = stack.cluster.restart("fast", down_seconds=7)
         pause(4)
