@@ -89,6 +89,35 @@ def connection_lost(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_transient(error: BaseException) -> bool:
+    """The database went away or is not reachable yet, anywhere in the error's chain (procrastinate
+    wraps it in ConnectorException), or a retryable QuarryError: worth one warning and a retry."""
+    return any(
+        connection_lost(cause) or isinstance(cause, PoolTimeout) or (isinstance(cause, QuarryError) and cause.retryable)
+        for cause in _causes(error)
+    )
+
+
+def why(error: BaseException) -> str:
+    """The SQLSTATE (or the type) of the first database error in the chain, for a log line."""
+    for cause in _causes(error):
+        sqlstate = getattr(cause, "sqlstate", None)
+        if sqlstate:
+            return f"SQLSTATE {sqlstate}"
+        if isinstance(cause, psycopg.Error):
+            return type(cause).__name__
+    return type(error).__name__
+
+
 class PoolHealth:
     """Checks connections as the pool hands them out, but only for a while after one was found dead.
 
@@ -230,9 +259,8 @@ class TenantDatabase:
                         await stack.enter_async_context(conn.transaction())
                         await conn.execute(*_set_config(settings), prepare=True)
                     except psycopg.Error as error:
-                        if attempt == 2 or not connection_lost(error):
+                        if not self._retry(error, attempt):
                             raise
-                        self.health.connection_lost()
                         # Unwind as failed (no COMMIT on a dead connection), then start afresh.
                         with contextlib.suppress(Exception):
                             await stack.__aexit__(type(error), error, error.__traceback__)
@@ -240,17 +268,10 @@ class TenantDatabase:
                     yield conn
                     return
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """An autocommit connection as the process's own login role, for the few privileged
-        calls that precede a tenant (API-key lookup, rate limits, the outbox relay)."""
-        with self._translate():
-            async with self.pool.connection() as conn:
-                yield conn
-
     async def fetch(self, statement: str, params: Sequence[Any] | None = None) -> list[DictRow]:
-        """One autocommit statement as the login role, retried once on a fresh connection if the
-        connection was lost (every such statement of ours can safely run twice)."""
+        """One autocommit statement as the process's own login role, for the few privileged calls
+        that precede a tenant (API-key lookup, rate limits, the outbox relay), retried once on a
+        fresh connection if the connection was lost (every such statement of ours can run twice)."""
         with self._translate():
             for attempt in (1, 2):
                 try:
@@ -258,23 +279,31 @@ class TenantDatabase:
                         cursor = await conn.execute(statement, params, prepare=True)
                         return await cursor.fetchall() if cursor.description else []
                 except psycopg.Error as error:
-                    if attempt == 2 or not connection_lost(error):
+                    if not self._retry(error, attempt):
                         raise
-                    self.health.connection_lost()
         raise AssertionError("unreachable")
 
     async def fetch_one(self, statement: str, params: Sequence[Any] | None = None) -> DictRow | None:
         rows = await self.fetch(statement, params)
         return rows[0] if rows else None
 
+    def _retry(self, error: psycopg.Error, attempt: int) -> bool:
+        """Whether work that failed on its first attempt, before it began, is worth one more."""
+        if attempt > 1 or not connection_lost(error):
+            return False
+        self.health.connection_lost()
+        return True
+
     @contextlib.contextmanager
     def _translate(self, *, anonymous: bool = False) -> Iterator[None]:
+        """Database errors (a pool timeout included) leave as QuarryErrors."""
         try:
-            with translate_sql_errors(anonymous=anonymous):
-                yield
-        except DatabaseUnavailable:
-            self.health.connection_lost()
-            raise
+            yield
+        except psycopg.Error as error:
+            translated = sql_error(error, anonymous=anonymous)
+            if isinstance(translated, DatabaseUnavailable):
+                self.health.connection_lost()
+            raise translated from error
 
 
 @dataclass(frozen=True)
@@ -393,12 +422,3 @@ def _error_from_pgrst(message: str, detail: str) -> QuarryError:
         extensions["details"] = details
     text = str(body.get("message") or HTTPStatus(status).phrase)
     return error_for_status(status, text, slug=code, headers=headers, extensions=extensions, sqlstate="PGRST")
-
-
-@contextlib.contextmanager
-def translate_sql_errors(*, anonymous: bool = False) -> Iterator[None]:
-    """Database errors (a pool timeout included) leave as QuarryErrors."""
-    try:
-        yield
-    except psycopg.Error as error:
-        raise sql_error(error, anonymous=anonymous) from error

@@ -25,8 +25,8 @@ from typing import Any
 
 import psycopg
 
-from quarry.db import TenantDatabase
-from quarry.errors import QuarryError, Unavailable
+from quarry.db import TenantDatabase, is_transient, why
+from quarry.errors import QuarryError
 from quarry.index.base import IndexPoint
 from quarry.index.handle import IndexHandle
 from quarry.principal import Principal
@@ -105,10 +105,11 @@ class OutboxRelay:
                         await self.optimize_if_idle()
             except asyncio.CancelledError:
                 raise
-            except (psycopg.OperationalError, Unavailable) as error:
-                logger.warning("outbox relay lost the database (%s); reconnecting in %.1f s", _why(error), backoff)
-            except Exception:
-                logger.exception("outbox relay error; retrying in %.1f s", backoff)
+            except Exception as error:
+                if is_transient(error):
+                    logger.warning("outbox relay lost the database (%s); reconnecting in %.1f s", why(error), backoff)
+                else:
+                    logger.exception("outbox relay error; retrying in %.1f s", backoff)
             await asyncio.sleep(backoff)
             backoff = min(MAX_RECONNECT_SECONDS, backoff * 2)
 
@@ -241,11 +242,6 @@ class OutboxRelay:
             logger.warning(
                 "could not record the failure (%s); the lease expires in %d s instead", failure.slug, LEASE_SECONDS
             )
-
-
-def _why(error: BaseException) -> str:
-    sqlstate = getattr(error, "sqlstate", None)
-    return f"SQLSTATE {sqlstate}" if sqlstate else type(error).__name__
 
 
 def _point(document_id: uuid.UUID, document: dict[str, Any], chunk: dict[str, Any]) -> IndexPoint:

@@ -25,7 +25,7 @@ from contextlib import AsyncExitStack
 import procrastinate
 from procrastinate.worker import Worker
 
-from quarry.db import TenantDatabase
+from quarry.db import TenantDatabase, is_transient, why
 from quarry.documents.chunking import Chunker
 from quarry.documents.ingest import IngestPipeline
 from quarry.embedding import DenseEmbedder, EmbeddingBatcher, SparseEmbedder
@@ -34,7 +34,7 @@ from quarry.services import Core
 from quarry.settings import Settings, SettingsError
 from worker.app import procrastinate_app, queues
 from worker.context import CONTEXT_KEY, WorkerContext
-from worker.stalled import QuietTransientErrors, is_transient, requeue_stalled_jobs, watch_stalled_work, why
+from worker.stalled import QuietTransientErrors, requeue_stalled_jobs, watch_stalled_work
 
 logger = logging.getLogger("quarry.worker")
 

@@ -15,45 +15,13 @@ import asyncio
 import logging
 
 import procrastinate
-import psycopg
 from procrastinate.jobs import Status
-from psycopg_pool import PoolTimeout
 
-from quarry.db import connection_lost
-from quarry.errors import QuarryError
+from quarry.db import is_transient, why
 from worker.app import abandon_hook, max_attempts
 from worker.context import WorkerContext
 
 logger = logging.getLogger("quarry.worker")
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def is_transient(error: BaseException) -> bool:
-    """The database went away or is not reachable yet (procrastinate wraps that in ConnectorException),
-    or a retryable QuarryError."""
-    return any(
-        connection_lost(cause) or isinstance(cause, PoolTimeout) or (isinstance(cause, QuarryError) and cause.retryable)
-        for cause in _causes(error)
-    )
-
-
-def why(error: BaseException) -> str:
-    """SQLSTATE (or the error's type) of the first database error in the chain, for a log line."""
-    for cause in _causes(error):
-        sqlstate = getattr(cause, "sqlstate", None)
-        if sqlstate:
-            return f"SQLSTATE {sqlstate}"
-        if isinstance(cause, psycopg.Error):
-            return type(cause).__name__
-    return type(error).__name__
 
 
 async def requeue_stalled_jobs(app: procrastinate.App, worker: WorkerContext, stalled_seconds: float) -> int:
