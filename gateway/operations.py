@@ -79,6 +79,11 @@ class Operation:
     def operation_id(self) -> str:
         return self.handler.__name__
 
+    @property
+    def success_status(self) -> int:
+        """The status of the first reply declared: what a successful call answers."""
+        return next(iter(self.replies))
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -130,9 +135,10 @@ class Call:
 
     def created(self, created: Created[Any], headers: Mapping[str, str] | None = None) -> Response:
         """The response of a creation (the operation's success status), marked when it is a replay."""
-        status = next(iter(self.operation.replies))
         replayed = {REPLAYED_HEADER: "true"} if created.replayed else {}
-        return json_response(created.value, status_code=status, headers={**(headers or {}), **replayed})
+        return json_response(
+            created.value, status_code=self.operation.success_status, headers={**(headers or {}), **replayed}
+        )
 
 
 def json_response(model: BaseModel, *, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -172,7 +178,7 @@ def _idempotency(operation: Operation, path: str, request: Request) -> Idempoten
     key = IdempotencyKey.parse(request.headers.get(IDEMPOTENCY_HEADER))
     if key is None:
         return None
-    return Idempotency(key, operation=f"{operation.method} {path}", status=next(iter(operation.replies)))
+    return Idempotency(key, operation=f"{operation.method} {path}", status=operation.success_status)
 
 
 def _path_id(name: str, raw: str) -> UUID:

@@ -36,11 +36,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import BaseModel
 
 from quarry.db import Connection
 from quarry.errors import Conflict, Invalid
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -107,8 +109,8 @@ class Idempotency:
     operation: str
     status: int
 
-    async def claim(self, conn: Connection, tenant_id: uuid.UUID, request_fingerprint: str) -> bytes | None:
-        """In the creating transaction, first: the original body to replay, or None to go ahead."""
+    async def claim(self, conn: Connection, tenant_id: uuid.UUID, request_fingerprint: str, model: type[M]) -> M | None:
+        """In the creating transaction, first: what the original request created, or None to go ahead."""
         cursor = await conn.execute(
             _CLAIM, (self.key.lookup_hash(tenant_id), self.operation, request_fingerprint), prepare=True
         )
@@ -118,18 +120,22 @@ class Idempotency:
         if outcome == "new":
             return None
         if outcome == "mismatch":
-            raise invalid_key(f"This `{HEADER}` was already used for a different request; use a new key.")
+            raise _used_for_another_request()
         if outcome == "pending":
             raise Conflict(f"A request with this `{HEADER}` is still in progress.", slug="idempotency-key-in-use")
         try:
-            return self.key.open(tenant_id, bytes(row["response_body"]))
+            return model.model_validate_json(self.key.open(tenant_id, bytes(row["response_body"])))
         except InvalidTag:  # the key hashed alike but does not open it: treat as another request's
-            raise invalid_key(f"This `{HEADER}` was already used for a different request; use a new key.") from None
+            raise _used_for_another_request() from None
 
-    async def complete(self, conn: Connection, tenant_id: uuid.UUID, body: bytes, target_id: uuid.UUID) -> None:
-        """In the same transaction, after creating: remember the response (and what it created)."""
-        sealed = self.key.seal(tenant_id, body)
+    async def complete(self, conn: Connection, tenant_id: uuid.UUID, created: BaseModel, target_id: uuid.UUID) -> None:
+        """In the same transaction, after creating: remember the response, and what it created."""
+        sealed = self.key.seal(tenant_id, created.model_dump_json().encode())
         await conn.execute(_COMPLETE, (self.key.lookup_hash(tenant_id), self.status, sealed, target_id), prepare=True)
+
+
+def _used_for_another_request() -> Invalid:
+    return invalid_key(f"This `{HEADER}` was already used for a different request; use a new key.")
 
 
 @dataclass(frozen=True)

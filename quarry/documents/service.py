@@ -130,14 +130,14 @@ class DocumentService:
             try:
                 async with session.transaction() as conn:
                     if idempotency is not None:
-                        replay = await idempotency.claim(conn, session.tenant_id, _fingerprint(incoming, origin))
-                        if replay is not None:
-                            raise _Replay(Document.model_validate_json(replay))
+                        replayed = await idempotency.claim(
+                            conn, session.tenant_id, _fingerprint(incoming, origin), Document
+                        )
+                        if replayed is not None:
+                            raise _Replay(replayed)
                     document = await _insert(conn, document_id, incoming, sniffed, key, origin)
                     if idempotency is not None:
-                        await idempotency.complete(
-                            conn, session.tenant_id, document.model_dump_json().encode(), document.id
-                        )
+                        await idempotency.complete(conn, session.tenant_id, document, document.id)
                     inserted = True
             except _Replay as replay:
                 await self._discard(key)

@@ -19,9 +19,11 @@ async def create_key(
     """A new key; with an idempotency key, the same request again answers the same key (sealed meanwhile)."""
     async with session.transaction() as conn:
         if idempotency is not None:
-            replay = await idempotency.claim(conn, session.tenant_id, fingerprint(request.model_dump_json()))
-            if replay is not None:
-                return Created(IssuedApiKey.model_validate_json(replay), replayed=True)
+            replayed = await idempotency.claim(
+                conn, session.tenant_id, fingerprint(request.model_dump_json()), IssuedApiKey
+            )
+            if replayed is not None:
+                return Created(replayed, replayed=True)
         cursor = await conn.execute(
             "select (k).* from (select api.create_api_key(%s, %s) as k) as issued", (request.name, request.expires_at)
         )
@@ -29,7 +31,7 @@ async def create_key(
         assert row is not None
         issued = IssuedApiKey.model_validate(row)
         if idempotency is not None:
-            await idempotency.complete(conn, session.tenant_id, issued.model_dump_json().encode(), issued.id)
+            await idempotency.complete(conn, session.tenant_id, issued, issued.id)
     return Created(issued)
 
 
