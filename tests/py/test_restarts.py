@@ -38,9 +38,10 @@ from quarry.dev.supervisor import Supervisor
 from quarry.dev.users import set_plan
 from quarry.index.edge import EdgeIndex
 from quarry.paths import REPO_ROOT
+from tests.py.support.database import DatabaseUrls, gateway_env
 from tests.py.support.net import free_port
 from tests.py.support.processes import wait_for
-from tests.py.support.tokens import HS256_SECRET, JwksServer, TokenFactory
+from tests.py.support.tokens import JwksServer, TokenFactory
 
 pytestmark = pytest.mark.slow
 
@@ -93,18 +94,8 @@ def stack(tmp_path: Path, jwks_server: JwksServer, tokens: TokenFactory) -> Iter
             ).fetchone()[0]  # type: ignore[index]
         set_plan(admin_url, tenant, "enterprise")
         port = free_port()
-        env = {
-            "QUARRY_ENV": "test",
-            "DATABASE_URL": cluster.url(DATABASE, "quarry_gateway"),
-            "WORKER_DATABASE_URL": cluster.url(DATABASE, "quarry_worker"),
-            "SUPABASE_URL": jwks_server.base_url,
-            "SUPABASE_JWT_SECRET": HS256_SECRET,
-            "QUARRY_DATA_DIR": str(tmp_path / "data"),
-            "WORKER_HEARTBEAT_SECONDS": "1",
-            "STALLED_WORKER_SECONDS": "4",
-            "WORKER_CONCURRENCY": "4",
-            "LOG_LEVEL": "WARNING",
-        }
+        urls = DatabaseUrls(admin_url=admin_url, gateway_url=cluster.url(DATABASE, "quarry_gateway"))
+        env = gateway_env(urls, jwks_server, tmp_path / "data", LOG_LEVEL="WARNING")
         gateway = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--port", str(port)]
         supervisor = Supervisor(cwd=REPO_ROOT)
         supervisor.add("gateway", [*gateway, "--no-access-log"], env=env, log=tmp_path / "gateway.log")
