@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PG_VERSION := $(shell ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
 APT_PACKAGES := postgresql-$(PG_VERSION)-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-$(PG_VERSION)-plpgsql-check
 STAMPS := .make
-PGTAP_DB := quarry_pgtap
+PGTAP_DB ?= quarry_pgtap
 ADMIN_URL := postgresql://postgres@127.0.0.1:5432
 
 .PHONY: help setup postgres dev db token plan test lint test-sql test-py bench lock clean

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from tests.py.support.tokens import HS256_SECRET, JwksServer
 
 ADMIN_SERVER_URL = os.environ.get("QUARRY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEST_DATABASE = "quarry_pytest"
+TEST_DATABASE = os.environ.get("QUARRY_TEST_DATABASE", "quarry_pytest")
 
 
 @dataclass(frozen=True)

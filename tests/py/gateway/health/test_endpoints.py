@@ -8,7 +8,9 @@ from gateway.health import endpoints
 from quarry.paths import latest_migration_version
 from quarry.schema import SCHEMA_VERSION
 from tests.py.support.api import GatewayFactory
-from tests.py.support.database import ADMIN_SERVER_URL
+from tests.py.support.database import ADMIN_SERVER_URL, TEST_DATABASE
+
+EMPTY_DATABASE = f"{TEST_DATABASE}_empty"
 
 
 def test_healthz(gateway: TestClient) -> None:
@@ -50,9 +52,9 @@ def test_schema_version_matches_the_newest_migration() -> None:
 
 def test_readyz_is_503_on_a_database_without_migrations(make_gateway: GatewayFactory) -> None:
     with psycopg.connect(ADMIN_SERVER_URL, autocommit=True) as conn:
-        conn.execute("drop database if exists quarry_pytest_empty with (force)")
-        conn.execute("create database quarry_pytest_empty")
-    gateway = make_gateway(DATABASE_URL="postgresql://quarry_gateway@127.0.0.1:5432/quarry_pytest_empty")
+        conn.execute(f"drop database if exists {EMPTY_DATABASE} with (force)")
+        conn.execute(f"create database {EMPTY_DATABASE}")
+    gateway = make_gateway(DATABASE_URL=f"postgresql://quarry_gateway@127.0.0.1:5432/{EMPTY_DATABASE}")
     response = gateway.get("/readyz")
     assert response.status_code == 503
     assert response.json()["detail"].startswith("The database schema is at nothing")

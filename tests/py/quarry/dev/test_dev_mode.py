@@ -16,12 +16,12 @@ import pytest
 
 from quarry.dev.database import with_database
 from quarry.paths import REPO_ROOT
-from tests.py.support.database import ADMIN_SERVER_URL
+from tests.py.support.database import ADMIN_SERVER_URL, TEST_DATABASE
 from tests.py.support.net import free_port
 
 pytestmark = pytest.mark.slow
 
-DEV_TEST_DATABASE = "quarry_devtest"
+DEV_TEST_DATABASE = f"{TEST_DATABASE}_dev"
 
 
 @pytest.fixture
