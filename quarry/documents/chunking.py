@@ -32,9 +32,14 @@ class ChunkText:
     position: dict[str, int | str]
 
 
-def chunk_id(document_id: uuid.UUID, ordinal: int) -> uuid.UUID:
-    """Stable per (document, ordinal): re-running a job overwrites, never duplicates."""
-    return uuid.uuid5(document_id, f"chunk:{ordinal}")
+def chunk_id(tenant_id: uuid.UUID, document_id: uuid.UUID, ordinal: int) -> uuid.UUID:
+    """Stable per (tenant, document, ordinal): re-running a job overwrites, never duplicates.
+
+    Chunk ids are the index's point ids, a namespace all tenants share, so the
+    tenant is part of the name; app.chunks' check constraint chunks_id_derived
+    computes the same UUIDv5 and refuses any other id.
+    """
+    return uuid.uuid5(tenant_id, f"{document_id}:{ordinal}")
 
 
 class Chunker:

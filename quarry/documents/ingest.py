@@ -7,7 +7,7 @@ fail_processing).  Everything for the tenant runs in the job's TenantSession
 (act_as), so RLS applies to the worker as it does to the gateway.  Re-running
 a job is harmless: a document that is no longer queued/processing is left
 alone, and the chunks are replaced in one transaction with ids that are
-stable per (document, ordinal).
+stable per (tenant, document, ordinal).
 
 Failures follow the error hierarchy: an unreadable file fails the document
 with its reason; a retryable QuarryError (database, storage briefly away)
@@ -99,7 +99,7 @@ class IngestPipeline:
         # The key is derived here, never read from the row (a constraint also ties the two).
         key = blob_key(session.tenant_id, document_id)
         extracted = await self._extract(key, mime_type)
-        embedded = await self._embed(document_id, extracted)
+        embedded = await self._embed(session.tenant_id, document_id, extracted)
         await self._store(session, document_id, extracted, embedded)
 
     async def fail(self, session: TenantSession, document_id: uuid.UUID, reason: str) -> None:
@@ -137,7 +137,7 @@ class IngestPipeline:
                 logger.exception("unexpected %s while extracting a %s", type(error).__name__, fmt)
                 raise UnreadableDocument(f"The file could not be read ({type(error).__name__}).") from error
 
-    async def _embed(self, document_id: uuid.UUID, extracted: Extracted) -> list[EmbeddedChunk]:
+    async def _embed(self, tenant_id: uuid.UUID, document_id: uuid.UUID, extracted: Extracted) -> list[EmbeddedChunk]:
         # Tokenising and BM25 are CPU work: off the event loop, so heartbeats keep flowing.
         segments = [(segment.text, clean_position(segment.position)) for segment in extracted.segments]
         chunks = await asyncio.to_thread(self._chunker.chunk, segments)
@@ -146,7 +146,7 @@ class IngestPipeline:
         dense = await self._dense.embed([chunk.text for chunk in chunks])
         sparse = await asyncio.to_thread(lambda: [self._sparse.document(chunk.text) for chunk in chunks])
         return [
-            EmbeddedChunk(chunk, chunk_id(document_id, chunk.ordinal), vector, bm25.indices, bm25.values)
+            EmbeddedChunk(chunk, chunk_id(tenant_id, document_id, chunk.ordinal), vector, bm25.indices, bm25.values)
             for chunk, vector, bm25 in zip(chunks, dense, sparse, strict=True)
         ]
 

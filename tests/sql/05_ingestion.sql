@@ -24,15 +24,16 @@ select results_eq(
     from procrastinate.procrastinate_jobs where args ->> 'document_id' = (select id::text from ids where name = 'doc_a')
     $$,
     $$
-    select 'ingest', 'documents:ingest', 'todo', (select id::text from ids where name = 'a'),
-        'document:' || id::text, 'ingest:' || id::text
-    from ids where name = 'doc_a'
+    select 'ingest', 'documents:ingest', 'todo', t.id::text,
+        'document:' || t.id::text || ':' || d.id::text, 'ingest:' || t.id::text || ':' || d.id::text
+    from ids as t cross join ids as d where t.name = 'a' and d.name = 'doc_a'
     $$,
     'inserting a document defers exactly one ingest job for it'
 );
 select throws_ok(
     $$select procrastinate.procrastinate_defer_jobs_v1(array[
-        row('ingest', 'ingest_document', 0, null, 'ingest:' || (select id::text from ids where name = 'doc_a'),
+        row('ingest', 'ingest_document', 0, null,
+            'ingest:' || (select id::text from ids where name = 'a') || ':' || (select id::text from ids where name = 'doc_a'),
             '{}', null)::procrastinate.procrastinate_job_to_defer_v1])$$,
     '23505', null, 'a second queued job for the same document is refused (queueing lock)'
 );
@@ -47,7 +48,8 @@ select throws_ok(
 select lives_ok(
     $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
                               sparse_indices, sparse_values)
-      select gen_random_uuid(), id, n, 'chunk ' || n, 2, 'm', array[0.1, 0.2]::real[], array[1, 2], array[0.5, 0.5]::real[]
+      select internal.chunk_id((select id from ids where name = 'a'), id, n), id, n,
+             'chunk ' || n, 2, 'm', array[0.1, 0.2]::real[], array[1, 2], array[0.5, 0.5]::real[]
       from ids cross join generate_series(0, 2) as n where name = 'doc_a'$$,
     'A can write chunks of its own document'
 );
@@ -66,7 +68,8 @@ select throws_ok(
 select throws_ok(
     $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
                               sparse_indices, sparse_values)
-      select gen_random_uuid(), id, 9, 'x', 1, 'm', array[0.1]::real[], array[]::integer[], array[]::real[]
+      select internal.chunk_id((select id from ids where name = 'a'), id, 9), id, 9, 'x', 1, 'm',
+             array[0.1]::real[], array[]::integer[], array[]::real[]
       from ids where name = 'doc_b'$$,
     '23503', null, 'A cannot attach chunks to B''s document (the foreign key includes the tenant)'
 );

@@ -107,7 +107,7 @@ insert into app.documents (title, mime_type) values ('priority', 'application/pd
 select tests.reset_actor();
 select is(
     (select j.priority from procrastinate.procrastinate_jobs as j
-     inner join app.documents as d on j.lock = 'document:' || d.id::text where d.title = 'priority'),
+     inner join app.documents as d on j.lock = 'document:' || d.tenant_id::text || ':' || d.id::text where d.title = 'priority'),
     10, 'a Pro document is ingested at Pro priority'
 );
 

@@ -79,10 +79,16 @@ def test_chunks_never_cross_segments(chunker: Chunker) -> None:
     ]
 
 
-def test_chunk_ids_are_stable_per_document_and_ordinal() -> None:
-    document = uuid.uuid4()
-    assert chunk_id(document, 0) == chunk_id(document, 0)
-    assert len({chunk_id(document, 0), chunk_id(document, 1), chunk_id(uuid.uuid4(), 0)}) == 3
+def test_chunk_ids_are_stable_per_tenant_document_and_ordinal() -> None:
+    tenant, other_tenant, document = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert chunk_id(tenant, document, 0) == chunk_id(tenant, document, 0)
+    ids = {
+        chunk_id(tenant, document, 0),
+        chunk_id(tenant, document, 1),
+        chunk_id(tenant, uuid.uuid4(), 0),
+        chunk_id(other_tenant, document, 0),  # the same document id in another tenant
+    }
+    assert len(ids) == 4
 
 
 def test_independent_tokenizer_counts_like_the_model_but_shares_no_state(embedder: DenseEmbedder) -> None:
