@@ -3,7 +3,8 @@
 `DocumentService.create` is how a file becomes a document, whoever brings it
 (an HTTP upload today, a Drive sync or any later importer tomorrow):
 
-    plan precheck → receive the file → sniff its type → store the blob →
+    plan precheck (→ the bytes storage can take) → receive the file, no
+    further than that → sniff its type → the plan's format → store the blob →
     row + ingest job in one transaction (the plan's format, monthly count and
     storage checked atomically by the insert's triggers) → on any failure,
     remove the blob.
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from quarry.db import Connection, TenantSession
 from quarry.documents.models import Document, DocumentListQuery, DocumentPage, DocumentSource
-from quarry.errors import Conflict, DatabaseUnavailable, Invalid, NotFound
+from quarry.errors import Conflict, DatabaseUnavailable, Invalid, NotFound, PayloadTooLarge
 from quarry.idempotency import Created, Idempotency, fingerprint
 from quarry.parsing.sniff import Sniffed, sniff
 from quarry.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
@@ -120,10 +121,12 @@ class DocumentService:
         title) answers the document the first request created.
         """
         async with session.transaction() as conn:
-            await precheck(conn, source.expected_bytes)
+            allowance = await upload_allowance(conn, source.expected_bytes)
         with tempfile.TemporaryDirectory(prefix="quarry-upload-") as workdir:
-            incoming = await source.receive(Path(workdir) / "upload", self.max_bytes)
+            incoming = await self._receive(session, source, Path(workdir) / "upload", allowance)
             sniffed = await asyncio.to_thread(sniff, incoming.path, incoming.filename)
+            async with session.transaction() as conn:
+                await conn.execute("select internal.precheck_format(%s)", (sniffed.mime_type,), prepare=True)
             document_id = uuid.uuid4()
             key = await self._store(session.tenant_id, document_id, incoming)
             inserted = False
@@ -150,6 +153,19 @@ class DocumentService:
                 raise
             return Created(document)
 
+    async def _receive(
+        self, session: TenantSession, source: FileSource, destination: Path, allowance: int
+    ) -> IncomingFile:
+        """The file, read no further than the upload cap or the storage the plan has left."""
+        limit = min(self.max_bytes, allowance)
+        try:
+            return await source.receive(destination, limit)
+        except PayloadTooLarge:
+            if limit < self.max_bytes:  # the plan's storage ran out first: that is a 402, not a 413
+                async with session.transaction() as conn:
+                    await precheck(conn, limit + 1)
+            raise
+
     async def _store(self, tenant_id: uuid.UUID, document_id: uuid.UUID, incoming: IncomingFile) -> str:
         key = blob_key(tenant_id, document_id)
         try:
@@ -168,14 +184,27 @@ class DocumentService:
             logger.exception("could not remove blob %s after a failed upload", key)
 
 
+def _as_bigint(expected_bytes: int | None) -> int:
+    # Absurd sizes are the receiver's to refuse (413); here they only need to stay a bigint.
+    return min(max(expected_bytes or 0, 0), 2**62)
+
+
 async def precheck(conn: Connection, expected_bytes: int | None) -> None:
-    """Refuse (402) before the file is received if the month is used up or the file cannot fit.
+    """Refuse (402) if the month is used up or expected_bytes cannot fit.
 
     Advisory: it counts nothing; the insert's atomic check decides.
     """
-    # Absurd sizes are the receiver's to refuse (413); here they only need to stay a bigint.
-    expected = min(max(expected_bytes or 0, 0), 2**62)
-    await conn.execute("select internal.precheck_upload(%s::bigint)", (expected,), prepare=True)
+    await conn.execute("select internal.precheck_upload(%s::bigint)", (_as_bigint(expected_bytes),), prepare=True)
+
+
+async def upload_allowance(conn: Connection, expected_bytes: int | None) -> int:
+    """precheck's refusals, else how many bytes the tenant's storage can still take."""
+    cursor = await conn.execute(
+        "select internal.upload_allowance(%s::bigint) as bytes", (_as_bigint(expected_bytes),), prepare=True
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row["bytes"])
 
 
 async def _insert(

@@ -56,20 +56,13 @@ class SearchService:
         self._model_cache_dir = model_cache_dir
 
     async def search(self, session: TenantSession, request: SearchRequest) -> SearchResponse:
-        """Ranked chunks of the caller's documents; every query is logged (and metered) first."""
+        """Ranked chunks of the caller's documents; every query is logged (and metered) before any work."""
         timings = Timings()
         query = strip_blank(request.query)
-        # The model works while the query is logged (the log is the gate: a refusal there drops the hits).
-        searching = asyncio.ensure_future(
-            asyncio.to_thread(self._embed_and_search, session.tenant_id, query, request, timings)
-        )
-        try:
-            async with session.transaction() as conn:
-                log_id = await record_query(conn, query, request, session.principal.api_key_id)
-        except BaseException:
-            await asyncio.gather(searching, return_exceptions=True)
-            raise
-        hits = await searching
+        # The log is the gate (the daily quota): a refused query costs no embedding.
+        async with session.transaction() as conn:
+            log_id = await record_query(conn, query, request, session.principal.api_key_id)
+        hits = await asyncio.to_thread(self._embed_and_search, session.tenant_id, query, request, timings)
         async with session.transaction() as conn:
             return await hydrate(conn, hits, query, request, log_id, timings)
 

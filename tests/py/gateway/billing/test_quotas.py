@@ -4,14 +4,17 @@ changes that apply on the next request, and UTC period rollover."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 
+from quarry.search.service import SearchService
 from tests.py.support.admin import Admin
 from tests.py.support.api import FIXTURES, Api, assert_problem
 
@@ -189,3 +192,83 @@ def test_usage_lists_every_limit(free_user: Api) -> None:
     assert limits["storage_bytes"] == {"used": 3, "limit": 500_000_000, "resets_at": None}
     assert limits["requests_per_hour"]["used"] == 2 and limits["requests_per_hour"]["limit"] == 50
     assert limits["exports"] == {"used": 0, "limit": 1, "resets_at": None}
+
+
+def chunked_upload(api: Api, name: str, content: bytes, piece: int = 64 * 1024) -> httpx2.Response:
+    """A multipart upload sent without Content-Length (Transfer-Encoding: chunked)."""
+    boundary = "quarry-chunked-boundary"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def pieces() -> Iterator[bytes]:
+        yield head
+        for start in range(0, len(content), piece):
+            yield content[start : start + piece]
+        yield tail
+
+    response: httpx2.Response = api.client.post(
+        "/api/documents",
+        headers={**api.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content=pieces(),
+    )
+    return response
+
+
+def block_blob_storage(api: Api, data_dir: Path) -> None:
+    """Make storing any file of this tenant fail: its blob folder is a plain file."""
+    folder = data_dir / "blobs" / "documents" / str(api.tenant_id)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_bytes(b"")
+
+
+def test_a_chunked_upload_is_read_no_further_than_the_storage_left(
+    free_user: Api, admin: Admin, data_dir: Path
+) -> None:
+    admin.prefill(free_user.tenant_id, "storage_bytes", 500_000_000 - 1024 * 1024)
+    block_blob_storage(free_user, data_dir)  # were the file stored first, this would be a 503
+
+    body = assert_problem(chunked_upload(free_user, "big.txt", b"granite " * (256 * 1024)), 402)  # 2 MiB
+
+    assert (body["limit"], body["used"]) == ("storage_bytes", 500_000_000 - 1024 * 1024)
+    assert admin.used(free_user.tenant_id, "documents_per_month") == 0
+    assert admin.documents(free_user.tenant_id) == 0
+
+
+def test_a_chunked_upload_that_fits_the_storage_left_is_taken(free_user: Api, admin: Admin) -> None:
+    admin.prefill(free_user.tenant_id, "storage_bytes", 500_000_000 - 1024 * 1024)
+    response = chunked_upload(free_user, "fits.txt", b"granite " * (64 * 1024))  # 512 KiB
+    assert response.status_code == 202, response.text
+    assert admin.used(free_user.tenant_id, "storage_bytes") == 500_000_000 - 1024 * 1024 + 512 * 1024
+
+
+def test_a_format_outside_the_plan_is_refused_before_the_file_is_stored(
+    free_user: Api, admin: Admin, data_dir: Path
+) -> None:
+    block_blob_storage(free_user, data_dir)  # were the file stored first, this would be a 503
+    body = assert_problem(free_user.upload(DOCX, (FIXTURES / DOCX).read_bytes()), 415)
+    assert body["type"] == "https://quarry.dev/problems/format-not-in-plan"
+    assert admin.used(free_user.tenant_id, "documents_per_month") == 0
+
+
+def test_a_query_over_the_daily_quota_is_refused_before_it_is_embedded(
+    free_user: Api, admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedded: list[str] = []
+    original = SearchService._embed_and_search
+
+    def spy(self: SearchService, tenant_id: uuid.UUID, query: str, *args: Any) -> Any:
+        embedded.append(query)
+        return original(self, tenant_id, query, *args)
+
+    monkeypatch.setattr(SearchService, "_embed_and_search", spy)
+    admin.prefill(free_user.tenant_id, "queries_per_day", 99)
+    search = {"query": "granite", "mode": "hybrid"}
+
+    assert free_user.client.post("/api/query", headers=free_user.headers, json=search).status_code == 200
+    assert_problem(free_user.client.post("/api/query", headers=free_user.headers, json=search), 402)
+
+    assert embedded == ["granite"], "the refused query never reached the model"
