@@ -116,6 +116,7 @@ def main() -> None:
         env = {
             **dev_env(DATABASE, f"{scratch}/dev", f"{scratch}/data"),
             "DATABASE_URL": cluster.url(DATABASE, "quarry_gateway"),
+            "TENANT_DATABASE_URL": cluster.url(DATABASE, "quarry_authenticator"),
             "WORKER_DATABASE_URL": cluster.url(DATABASE, "quarry_worker"),
             "ADMIN_DATABASE_URL": cluster.url(DATABASE),
             "RATE_LIMITS": "on",

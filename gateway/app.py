@@ -46,17 +46,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = TenantDatabase.connect(settings.database_url)
-        pool = database.pool
+        database = TenantDatabase.connect(settings.tenant_database_url, settings.database_url)
         # Don't wait for the database: /healthz answers at once, /readyz says when it is reachable.
-        await pool.open(wait=False)
+        await database.open(wait=False)
         core = Core.build(settings, database)
         jwks = JwksCache(
             settings.jwks_url,
             cache_seconds=settings.jwks_cache_seconds,
             min_refetch_seconds=settings.jwks_min_refetch_seconds,
         )
-        app.state.pool = pool
+        app.state.database = database
         app.state.core = core
         app.state.blobs = core.blobs
         app.state.index = core.index
@@ -88,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await asyncio.gather(relay_task, return_exceptions=True)
             await asyncio.to_thread(core.close)
             await jwks.aclose()
-            await pool.close()
+            await database.close()
 
     app = Starlette(
         routes=[route(resource) for resource in (*RESOURCES, schema.resource)],

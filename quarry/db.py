@@ -204,21 +204,47 @@ def _set_config(settings: Mapping[str, str]) -> tuple[str, list[str]]:
 
 
 class TenantDatabase:
-    """The pool plus what act_as needs to know about the database's roles."""
+    """Two pools, and what act_as needs to know about the database's roles.
 
-    def __init__(self, pool: Pool, health: PoolHealth | None = None) -> None:
+    `pool` logs in as quarry_authenticator, which can do nothing but become
+    anon or authenticated: it serves act_as only, so a `reset role` inside a
+    tenant transaction gains nothing.  `service_pool` logs in as the
+    process's own role (quarry_gateway, quarry_worker), which holds the few
+    privileged functions and cannot become a tenant: it serves fetch only.
+    """
+
+    def __init__(self, pool: Pool, service_pool: Pool, health: PoolHealth | None = None) -> None:
         self.pool = pool
+        self.service_pool = service_pool
         self.health = health or PoolHealth()
         self._role_settings: dict[str, dict[str, str]] | None = None
 
     @classmethod
     def connect(
-        cls, conninfo: str, *, min_size: int = 2, max_size: int = 10, timeout: float = POOL_TIMEOUT_SECONDS
+        cls,
+        tenant_conninfo: str,
+        service_conninfo: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        service_max_size: int = 4,
+        timeout: float = POOL_TIMEOUT_SECONDS,
     ) -> TenantDatabase:
-        """A database with a pool (not opened yet) that checks connections after a loss."""
+        """Both pools (not opened yet), checking connections after a loss."""
         health = PoolHealth()
-        pool = create_pool(conninfo, min_size=min_size, max_size=max_size, health=health, timeout=timeout)
-        return cls(pool, health)
+        pool = create_pool(tenant_conninfo, min_size=min_size, max_size=max_size, health=health, timeout=timeout)
+        service_pool = create_pool(
+            service_conninfo, min_size=min(min_size, 1), max_size=service_max_size, health=health, timeout=timeout
+        )
+        return cls(pool, service_pool, health)
+
+    async def open(self, *, wait: bool = False) -> None:
+        await self.pool.open(wait=wait)
+        await self.service_pool.open(wait=wait)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.service_pool.close()
 
     async def role_settings(self, conn: Connection) -> dict[str, dict[str, str]]:
         """`alter role … set …` values of the request roles, read once (PostgREST does the same)."""
@@ -275,7 +301,7 @@ class TenantDatabase:
         with self._translate():
             for attempt in (1, 2):
                 try:
-                    async with self.pool.connection() as conn:
+                    async with self.service_pool.connection() as conn:
                         cursor = await conn.execute(statement, params, prepare=True)
                         return await cursor.fetchall() if cursor.description else []
                 except psycopg.Error as error:

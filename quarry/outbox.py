@@ -92,7 +92,7 @@ class OutboxRelay:
         backoff = MIN_RECONNECT_SECONDS
         while True:
             try:
-                conninfo = self._database.pool.conninfo
+                conninfo = self._database.service_pool.conninfo
                 assert isinstance(conninfo, str)
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
                     await listener.execute(f"listen {CHANNEL}")

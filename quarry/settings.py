@@ -33,6 +33,7 @@ class SettingsError(ValueError):
 class Settings:
     environment: str
     database_url: str
+    tenant_database_url: str
     supabase_url: str
     jwt_issuer: str
     jwks_url: str
@@ -102,6 +103,9 @@ class Settings:
         return cls(
             environment=environment,
             database_url=required("DATABASE_URL", f"postgresql://quarry_gateway@127.0.0.1:5432/{database}"),
+            tenant_database_url=required(
+                "TENANT_DATABASE_URL", f"postgresql://quarry_authenticator@127.0.0.1:5432/{database}"
+            ),
             supabase_url=supabase_url,
             jwt_issuer=env.get("SUPABASE_JWT_ISSUER", f"{supabase_url}/auth/v1"),
             jwks_url=env.get("SUPABASE_JWKS_URL", f"{supabase_url}/auth/v1/.well-known/jwks.json"),

@@ -54,11 +54,14 @@ async def run(settings: Settings) -> None:
     async with AsyncExitStack() as stack:
         # Jobs hold a connection only briefly (start, store), so the pool can stay small.
         database = TenantDatabase.connect(
-            settings.worker_database_url, min_size=1, max_size=min(settings.worker_concurrency + 2, 16)
+            settings.tenant_database_url,
+            settings.worker_database_url,
+            min_size=1,
+            max_size=min(settings.worker_concurrency + 2, 16),
         )
         # Connections come as the database allows; the worker waits for it rather than exit.
-        await database.pool.open(wait=False)
-        stack.push_async_callback(database.pool.close)
+        await database.open(wait=False)
+        stack.push_async_callback(database.close)
         core = Core.build(settings, database)
         stack.callback(core.close)
         batcher = EmbeddingBatcher(embedder)

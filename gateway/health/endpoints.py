@@ -26,10 +26,13 @@ async def healthz(call: Call) -> Response:
 
 async def readyz(call: Call) -> Response:
     expected = SCHEMA_VERSION
+    database = call.request.app.state.database
     try:
-        async with call.request.app.state.pool.connection(timeout=2.0) as conn:
+        async with database.service_pool.connection(timeout=2.0) as conn:
             cursor = await conn.execute("select internal.applied_schema_version() as version")
             row = await cursor.fetchone()
+        async with database.pool.connection(timeout=2.0) as conn:  # tenant work logs in as another role
+            await conn.execute("select 1")
     except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
         applied = None
     except (psycopg.Error, PoolTimeout):

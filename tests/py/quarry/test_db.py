@@ -41,10 +41,13 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def db(database: DatabaseUrls) -> AsyncIterator[TenantDatabase]:
     # One connection, so the leak test is sure to get back the connection act_as used.
-    pool = create_pool(database.gateway_url, min_size=1, max_size=1)
-    await pool.open(wait=True)
-    yield TenantDatabase(pool)
-    await pool.close()
+    db = TenantDatabase(
+        create_pool(database.tenant_url, min_size=1, max_size=1),
+        create_pool(database.gateway_url, min_size=1, max_size=1),
+    )
+    await db.open(wait=True)
+    yield db
+    await db.close()
 
 
 async def read_settings(conn: Connection) -> dict[str, Any]:
@@ -104,7 +107,7 @@ async def test_nothing_leaks_to_the_next_user_of_the_connection(db: TenantDataba
             await conn.execute("select current_user as role, current_setting('request.jwt.claims', true) as claims")
         ).fetchone()
     assert row is not None
-    assert row["role"] == "quarry_gateway"
+    assert row["role"] == "quarry_authenticator"
     assert not row["claims"]
 
 
@@ -160,10 +163,10 @@ async def test_each_role_gets_its_own_settings(db: TenantDatabase) -> None:
 @pytest.fixture
 async def resilient(database: DatabaseUrls) -> AsyncIterator[TenantDatabase]:
     """One pooled connection, so the one that dies is the one the next call gets."""
-    db = TenantDatabase.connect(database.gateway_url, min_size=1, max_size=1)
-    await db.pool.open(wait=True)
+    db = TenantDatabase.connect(database.tenant_url, database.gateway_url, min_size=1, max_size=1, service_max_size=1)
+    await db.open(wait=True)
     yield db
-    await db.pool.close()
+    await db.close()
 
 
 def terminate(database: DatabaseUrls, pid: int) -> None:
@@ -217,8 +220,13 @@ async def test_a_connection_lost_during_the_work_is_a_503_to_retry(
 
 
 async def test_no_database_at_all_is_a_503_not_a_500() -> None:
-    nowhere = TenantDatabase.connect("postgresql://quarry_gateway@127.0.0.1:9/quarry", min_size=0, timeout=0.3)
-    await nowhere.pool.open(wait=False)
+    nowhere = TenantDatabase.connect(
+        "postgresql://quarry_authenticator@127.0.0.1:9/quarry",
+        "postgresql://quarry_gateway@127.0.0.1:9/quarry",
+        min_size=0,
+        timeout=0.3,
+    )
+    await nowhere.open(wait=False)
     try:
 
         async def act() -> None:
@@ -230,7 +238,7 @@ async def test_no_database_at_all_is_a_503_not_a_500() -> None:
         with pytest.raises(DatabaseUnavailable):
             await nowhere.fetch("select 1")
     finally:
-        await nowhere.pool.close()
+        await nowhere.close()
 
 
 @pytest.mark.parametrize(

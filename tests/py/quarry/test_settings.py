@@ -9,17 +9,19 @@ def test_dev_defaults_are_the_embedded_setup() -> None:
     settings = Settings.from_env({})
     assert settings.environment == "development"
     assert settings.database_url == "postgresql://quarry_gateway@127.0.0.1:5432/quarry"
+    assert settings.tenant_database_url == "postgresql://quarry_authenticator@127.0.0.1:5432/quarry"
     assert settings.jwks_url == "http://127.0.0.1:54321/auth/v1/.well-known/jwks.json"
     assert settings.jwt_issuer == "http://127.0.0.1:54321/auth/v1"
     assert settings.jwt_secret is None
 
 
-@pytest.mark.parametrize("missing", ["SUPABASE_URL", "DATABASE_URL"])
+@pytest.mark.parametrize("missing", ["SUPABASE_URL", "DATABASE_URL", "TENANT_DATABASE_URL"])
 def test_production_has_no_dev_fallbacks(missing: str) -> None:
     env = {
         "QUARRY_ENV": "production",
         "SUPABASE_URL": "https://ref.supabase.co",
         "DATABASE_URL": "postgresql://quarry_gateway@db/postgres",
+        "TENANT_DATABASE_URL": "postgresql://quarry_authenticator@db/postgres",
     }
     del env[missing]
     with pytest.raises(SettingsError, match=missing):

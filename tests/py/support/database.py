@@ -26,6 +26,11 @@ class DatabaseUrls:
     def worker_url(self) -> str:
         return self.gateway_url.replace("quarry_gateway@", "quarry_worker@", 1)
 
+    @property
+    def tenant_url(self) -> str:
+        """How tenant transactions log in (quarry_authenticator: may only become anon/authenticated)."""
+        return self.gateway_url.replace("quarry_gateway@", "quarry_authenticator@", 1)
+
 
 @dataclass(frozen=True)
 class Users:
@@ -38,6 +43,7 @@ def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path,
     env = {
         "QUARRY_ENV": "test",
         "DATABASE_URL": database.gateway_url,
+        "TENANT_DATABASE_URL": database.tenant_url,
         "WORKER_DATABASE_URL": database.worker_url,
         "SUPABASE_URL": jwks_server.base_url,
         "SUPABASE_JWT_SECRET": HS256_SECRET,
@@ -56,7 +62,7 @@ def exposed_schema(
     database: DatabaseUrls, tenant: uuid.UUID, statement: str, *params: object
 ) -> list[dict[str, object]]:
     """Run SQL as supabase-js would reach it: role authenticated, the tenant's claims."""
-    with psycopg.connect(database.gateway_url, row_factory=dict_row) as conn, conn.transaction():
+    with psycopg.connect(database.tenant_url, row_factory=dict_row) as conn, conn.transaction():
         claims = json.dumps({"sub": str(tenant), "role": "authenticated"})
         conn.execute(
             "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)", (claims,)

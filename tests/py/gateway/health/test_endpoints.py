@@ -5,6 +5,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.health import endpoints
+from quarry.dev.database import with_database
 from quarry.paths import latest_migration_version
 from quarry.schema import SCHEMA_VERSION
 from tests.py.support.api import GatewayFactory
@@ -54,7 +55,9 @@ def test_readyz_is_503_on_a_database_without_migrations(make_gateway: GatewayFac
     with psycopg.connect(ADMIN_SERVER_URL, autocommit=True) as conn:
         conn.execute(f"drop database if exists {EMPTY_DATABASE} with (force)")
         conn.execute(f"create database {EMPTY_DATABASE}")
-    gateway = make_gateway(DATABASE_URL=f"postgresql://quarry_gateway@127.0.0.1:5432/{EMPTY_DATABASE}")
+    gateway = make_gateway(
+        DATABASE_URL=with_database(ADMIN_SERVER_URL.replace("postgres@", "quarry_gateway@", 1), EMPTY_DATABASE)
+    )
     response = gateway.get("/readyz")
     assert response.status_code == 503
     assert response.json()["detail"].startswith("The database schema is at nothing")

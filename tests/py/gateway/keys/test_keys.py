@@ -23,7 +23,7 @@ from tests.py.support.tokens import TokenFactory
 
 def rpc_create(database: DatabaseUrls, tenant: uuid.UUID, name: str) -> tuple[str | None, dict[str, Any] | None]:
     """api.create_api_key as supabase-js calls it (as the user, through the exposed schema)."""
-    with psycopg.connect(database.gateway_url) as conn:
+    with psycopg.connect(database.tenant_url) as conn:
         act_as(conn, tenant)
         try:
             row = conn.execute("select (k).* from (select api.create_api_key(%s) as k) as issued", (name,)).fetchone()

@@ -24,7 +24,7 @@ def race(database: DatabaseUrls, tenant: uuid.UUID, statements: list[str]) -> li
     barrier = threading.Barrier(len(statements))
 
     def attempt(statement: str) -> str:
-        with psycopg.connect(database.gateway_url) as conn:
+        with psycopg.connect(database.tenant_url) as conn:
             act_as(conn, tenant)
             barrier.wait()
             try:
