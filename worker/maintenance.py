@@ -3,6 +3,11 @@
 `maintenance:purge_idempotency_keys` forgets idempotency records older than
 24 hours (they are never consulted after that anyway: an expired record is
 replaced when its key is used again).
+
+`maintenance:purge_revoked_api_keys` deletes API keys revoked more than 30
+days ago (the retention is internal.purge_revoked_api_keys's), in batches so
+that no run holds many row locks for long; the audit log keeps each key's
+history.
 """
 
 from __future__ import annotations
@@ -21,11 +26,16 @@ NAMESPACE = "maintenance"
 QUEUE = "maintenance"
 PURGE_IDEMPOTENCY_KEYS = f"{NAMESPACE}:purge_idempotency_keys"
 PURGE_CRON = "*/10 * * * *"
+PURGE_REVOKED_API_KEYS = f"{NAMESPACE}:purge_revoked_api_keys"
+PURGE_REVOKED_API_KEYS_CRON = "17 * * * *"
+API_KEY_PURGE_BATCH = 1000
 
 
 def register(app: procrastinate.App) -> None:
     task = app.task(name=PURGE_IDEMPOTENCY_KEYS, queue=QUEUE, pass_context=True)(purge_idempotency_keys)
     app.periodic(cron=PURGE_CRON, periodic_id="purge_idempotency_keys")(task)
+    keys_task = app.task(name=PURGE_REVOKED_API_KEYS, queue=QUEUE, pass_context=True)(purge_revoked_api_keys)
+    app.periodic(cron=PURGE_REVOKED_API_KEYS_CRON, periodic_id="purge_revoked_api_keys")(keys_task)
 
 
 async def purge_idempotency_keys(context: JobContext, timestamp: int) -> int:
@@ -34,6 +44,22 @@ async def purge_idempotency_keys(context: JobContext, timestamp: int) -> int:
     purged = int(row["purged"]) if row else 0
     if purged:
         logger.info("purged %d expired idempotency record(s)", purged)
+    return purged
+
+
+async def purge_revoked_api_keys(context: JobContext, timestamp: int) -> int:
+    worker = WorkerContext.of(context)
+    purged = 0
+    while True:  # one transaction per batch
+        row = await worker.core.database.fetch_one(
+            "select internal.purge_revoked_api_keys(%s) as purged", (API_KEY_PURGE_BATCH,)
+        )
+        batch = int(row["purged"]) if row else 0
+        purged += batch
+        if batch < API_KEY_PURGE_BATCH:
+            break
+    if purged:
+        logger.info("purged %d API key(s) revoked more than 30 days ago", purged)
     return purged
 
 

@@ -53,6 +53,10 @@ resources = [
                 403: "The caller authenticated with an API key; keys cannot create keys.",
                 409: "The user already has 100 active keys.",
                 422: "A bad name, or an expiry that is not in the future.",
+                429: (
+                    "Over the plan's hourly rate limit, or its new API keys per hour (`limit`: `api_keys_per_hour`;"
+                    " revoking keys gives none back); see Retry-After."
+                ),
             },
         ),
         Operation(

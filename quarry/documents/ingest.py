@@ -160,21 +160,20 @@ class IngestPipeline:
         text = "\n\n".join(segment.text for segment in extracted.segments)
         try:
             async with session.transaction() as conn:
-                await conn.execute("delete from app.chunks where document_id = %s", (document_id,))
-                await conn.execute(
-                    """
-                    insert into app.document_texts (document_id, text) values (%s, %s)
-                    on conflict (tenant_id, document_id) do update set text = excluded.text
-                    """,
-                    (document_id, text),
-                )
-                # COPY FROM is not allowed on a table with RLS; executemany pipelines the inserts.
+                # Users cannot write text or chunks: these definer functions do, for the caller's own
+                # document while it is processing (the first one also drops an earlier attempt's chunks).
+                row = await (
+                    await conn.execute("select internal.store_document_text(%s, %s) as storing", (document_id, text))
+                ).fetchone()
+                if not (row and row["storing"]):  # deleted or failed meanwhile: keep nothing
+                    raise _DocumentGone
+                # executemany pipelines the calls: one round trip for all the chunks.
                 await conn.cursor().executemany(
-                    _INSERT_CHUNK,
+                    _STORE_CHUNK,
                     [
                         (
-                            item.id,
                             document_id,
+                            item.id,
                             item.chunk.ordinal,
                             item.chunk.text,
                             item.chunk.token_count,
@@ -211,8 +210,6 @@ def clean_position(position: dict[str, int | str]) -> dict[str, int | str]:
     }
 
 
-_INSERT_CHUNK = """
-insert into app.chunks (id, document_id, ordinal, text, token_count, position, embedding_model,
-                        dense, sparse_indices, sparse_values)
-values (%s, %s, %s, %s, %s, %s, %s, %b::real[], %b::integer[], %b::real[])
+_STORE_CHUNK = """
+select internal.store_chunk(%s, %s, %s, %s, %s, %s, %s, %b::real[], %b::integer[], %b::real[])
 """

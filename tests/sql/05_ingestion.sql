@@ -3,7 +3,7 @@
 -- the gateway and the worker.
 begin;
 set local search_path = tests, public;
-select plan(45);
+select plan(47);
 
 create temporary table ids (name text primary key, id uuid) on commit drop;
 grant select on ids to public;
@@ -45,17 +45,30 @@ select throws_ok(
       select 'stolen', 'text/plain', 'documents/' || (select id from ids where name = 'b') || '/' || id from ids where name = 'doc_b'$$,
     '23514', null, 'a document cannot point at another tenant''s stored file'
 );
-select lives_ok(
-    $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
-                              sparse_indices, sparse_values)
-      select internal.chunk_id((select id from ids where name = 'a'), id, n), id, n,
-             'chunk ' || n, 2, 'm', array[0.1, 0.2]::real[], array[1, 2], array[0.5, 0.5]::real[]
-      from ids cross join generate_series(0, 2) as n where name = 'doc_a'$$,
-    'A can write chunks of its own document'
+select is(
+    internal.start_processing((select id from ids where name = 'doc_a')), 'text/plain',
+    'A (the worker acting for A) moves its document to processing'
+);
+select ok(
+    internal.store_document_text((select id from ids where name = 'doc_a'), 'the text'),
+    'A stores the text of its own document being processed (server-owned: through a definer function)'
 );
 select lives_ok(
-    $$insert into app.document_texts (document_id, text) select id, 'the text' from ids where name = 'doc_a'$$,
-    'A can write the text of its own document'
+    $$select internal.store_chunk(id, internal.chunk_id((select id from ids where name = 'a'), id, n), n, 'chunk ' || n,
+                                  2, '{}', 'm', array[0.1, 0.2]::real[], array[1, 2], array[0.5, 0.5]::real[])
+      from ids cross join generate_series(0, 2) as n where name = 'doc_a'$$,
+    '... and its chunks'
+);
+select throws_ok(
+    $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
+                              sparse_indices, sparse_values)
+      select gen_random_uuid(), id, 7, 'x', 1, 'm', array[0.1]::real[], array[]::integer[], array[]::real[]
+      from ids where name = 'doc_a'$$,
+    '42501', null, 'A cannot insert chunks directly, even into its own document'
+);
+select throws_ok(
+    $$insert into app.document_texts (document_id, text) select id, 'forged' from ids where name = 'doc_a'$$,
+    '42501', null, 'nor text'
 );
 select throws_ok(
     $$insert into app.chunks (tenant_id, id, document_id, ordinal, text, token_count, embedding_model, dense,
@@ -65,24 +78,19 @@ select throws_ok(
       from ids where name = 'doc_b'$$,
     '42501', null, 'A cannot write chunks into B''s tenant'
 );
-select throws_ok(
-    $$insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
-                              sparse_indices, sparse_values)
-      select internal.chunk_id((select id from ids where name = 'a'), id, 9), id, 9, 'x', 1, 'm',
-             array[0.1]::real[], array[]::integer[], array[]::real[]
-      from ids where name = 'doc_b'$$,
-    '23503', null, 'A cannot attach chunks to B''s document (the foreign key includes the tenant)'
+select is(
+    (tests.refusal($$select internal.store_chunk(id, gen_random_uuid(), 9, 'x', 1, '{}', 'm', array[0.1]::real[],
+                                                 array[]::integer[], array[]::real[])
+                     from ids where name = 'doc_b'$$) -> 'status'),
+    '409'::jsonb,
+    'A cannot attach chunks to B''s document'
 );
 select throws_ok(
     $$update app.chunks set text = 'changed'$$, '42501', null, 'chunks are immutable for tenants'
 );
-select is(
-    internal.start_processing((select id from ids where name = 'doc_a')), 'text/plain',
-    'A (the worker acting for A) moves its document to processing'
-);
 select is_empty('select * from app.outbox', 'no outbox entry before the chunks are complete');
 select ok(
-    internal.finish_processing((select id from ids where name = 'doc_a'), 1, 3, 21),
+    internal.finish_processing((select id from ids where name = 'doc_a'), 1, 3, 8),
     'A marks its document indexing'
 );
 select results_eq(
@@ -113,8 +121,8 @@ select tests.act_as((select id from ids where name = 'b'));
 select is_empty('select * from app.chunks', 'B sees none of A''s chunks');
 select is_empty('select * from app.document_texts', 'B sees none of A''s text');
 select is_empty('select * from app.outbox', 'B sees none of A''s outbox entries');
-select is_empty(
-    $$delete from app.chunks where true returning id$$, 'B cannot delete A''s chunks'
+select throws_ok(
+    $$delete from app.chunks$$, '42501', null, 'B cannot delete chunks (A''s or any)'
 );
 
 -- anon

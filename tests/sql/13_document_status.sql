@@ -36,11 +36,18 @@ select is(internal.start_processing(pg_temp.id_of('doc_b')), null, 'A cannot sta
 select is(internal.finish_processing(pg_temp.id_of('doc_b'), 1, 1, 1), false, 'nor finish it');
 select is(internal.fail_processing(pg_temp.id_of('doc_b'), 'x'), false, 'nor fail it');
 select is(pg_temp.status_of('doc_b'), 'queued', 'B''s document is untouched');
+select internal.store_document_text(pg_temp.id_of('doc_a'), repeat('x', 40));
+select internal.store_chunk(
+    pg_temp.id_of('doc_a'), internal.chunk_id(pg_temp.id_of('a'), pg_temp.id_of('doc_a'), n), n, 'x', 1, '{}', 'm',
+    array[0.1]::real[], array[]::integer[],
+    array[]::real[]
+)
+from generate_series(0, 2) as n;
 select is(internal.finish_processing(pg_temp.id_of('doc_a'), 2, 3, 40), true, 'finish: processing → indexing');
 select results_eq(
     $$select status::text, page_count, chunk_count, char_count from app.documents where id = pg_temp.id_of('doc_a')$$,
     $$values ('indexing', 2, 3, 40)$$,
-    '... with its counts'
+    '... with its counts (chunks and characters as stored)'
 );
 select is(internal.finish_processing(pg_temp.id_of('doc_a'), 9, 9, 9), false, 'finishing twice changes nothing');
 select is(internal.start_processing(pg_temp.id_of('doc_a')), null, 'a late job cannot restart an indexing document');

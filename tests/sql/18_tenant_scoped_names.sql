@@ -39,48 +39,41 @@ select isnt(
     'so the two tenants'' jobs do not wait on each other'
 );
 
--- chunk ids
+-- chunk ids (the check holds for every role; tenants store chunks only through internal.store_chunk)
 
-create function pg_temp.insert_chunk(chunk uuid, document_name text, ordinal integer) returns void
+create function pg_temp.insert_chunk(tenant_name text, chunk uuid, ordinal integer) returns void
 language sql as $$
-    insert into app.chunks (id, document_id, ordinal, text, token_count, embedding_model, dense,
+    insert into app.chunks (tenant_id, id, document_id, ordinal, text, token_count, embedding_model, dense,
                             sparse_indices, sparse_values)
-    select chunk, d.id, ordinal, 'x', 1, 'm', array[0.1]::real[], array[]::integer[], array[]::real[]
-    from docs as d where d.name = document_name
-$$;
-grant execute on function pg_temp.insert_chunk(uuid, text, integer) to public;
-create function pg_temp.derived(tenant_name text, ordinal integer) returns uuid
-language sql as $$
-    select internal.chunk_id(tests.user_id(tenant_name), d.id, ordinal)
+    select tests.user_id(tenant_name), chunk, d.id, ordinal, 'x', 1, 'm', array[0.1]::real[], array[]::integer[],
+           array[]::real[]
     from docs as d where d.name = 'shared'
 $$;
-grant execute on function pg_temp.derived(text, integer) to public;
+create function pg_temp.derived(tenant_name text, ordinal integer) returns uuid
+language sql as $$
+    select internal.chunk_id(tests.user_id(tenant_name), d.id, ordinal) from docs as d where d.name = 'shared'
+$$;
 
-select tests.act_as(tests.user_id('a'));
 select lives_ok(
-    $$select pg_temp.insert_chunk(pg_temp.derived('a', 0), 'shared', 0)$$,
-    'A writes a chunk whose id is derived from (A, document, ordinal)'
+    $$select pg_temp.insert_chunk('a', pg_temp.derived('a', 0), 0)$$,
+    'a chunk whose id is derived from (A, document, ordinal) is stored'
 );
 select throws_ok(
-    $$select pg_temp.insert_chunk(gen_random_uuid(), 'shared', 1)$$,
-    '23514', null, 'a chunk id of the caller''s choosing is refused'
+    $$select pg_temp.insert_chunk('a', gen_random_uuid(), 1)$$, '23514', null, 'a chunk id of anyone''s choosing is refused'
 );
 select throws_ok(
-    $$select pg_temp.insert_chunk(pg_temp.derived('a', 2), 'shared', 1)$$,
+    $$select pg_temp.insert_chunk('a', pg_temp.derived('a', 2), 1)$$,
     '23514', null, 'an id derived for another ordinal is refused'
 );
-
-select tests.act_as(tests.user_id('b'));
 select throws_ok(
-    $$select pg_temp.insert_chunk(pg_temp.derived('a', 0), 'shared', 0)$$,
-    '23514', null, 'B cannot take the id of A''s chunk, even for the document id they share'
+    $$select pg_temp.insert_chunk('b', pg_temp.derived('a', 0), 0)$$,
+    '23514', null, 'B''s chunk cannot take the id of A''s, even for the document id they share'
 );
 select lives_ok(
-    $$select pg_temp.insert_chunk(pg_temp.derived('b', 0), 'shared', 0)$$,
-    'B writes its own chunk 0 of the same document id'
+    $$select pg_temp.insert_chunk('b', pg_temp.derived('b', 0), 0)$$,
+    'B''s chunk 0 of the same document id is stored...'
 );
 select isnt(pg_temp.derived('a', 0), pg_temp.derived('b', 0), '... under an id distinct from A''s');
-select tests.reset_actor();
 
 -- abandoned documents, under the old and the new lock
 
