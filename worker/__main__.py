@@ -30,6 +30,7 @@ from quarry.documents.chunking import Chunker
 from quarry.documents.ingest import IngestPipeline
 from quarry.embedding import DenseEmbedder, EmbeddingBatcher, SparseEmbedder
 from quarry.outbox import OutboxRelay
+from quarry.parsing.pool import ParsePool
 from quarry.services import Core
 from quarry.settings import Settings, SettingsError
 from worker.app import procrastinate_app, queues
@@ -63,6 +64,9 @@ async def run(settings: Settings) -> None:
         stack.callback(core.close)
         batcher = EmbeddingBatcher(embedder)
         stack.push_async_callback(batcher.aclose)
+        parsers = ParsePool(settings.extraction_budget)
+        stack.callback(parsers.close)
+        await asyncio.to_thread(parsers.warm)
         pipeline = IngestPipeline(
             core.blobs,
             Chunker(
@@ -73,6 +77,7 @@ async def run(settings: Settings) -> None:
             batcher,
             SparseEmbedder(),
             embedding_model=embedder.model_name,
+            parsers=parsers,
         )
         context = WorkerContext(core, pipeline)
         app = procrastinate_app(settings.worker_database_url)
