@@ -153,6 +153,10 @@ class ParsePool:
         """
         child = self._idle.get()
         try:
+            if child is not None and child.process.poll() is not None:
+                logger.warning("parse child %d had exited (%s); starting another", child.pid, child.process.returncode)
+                self._retire(child)
+                child = None
             if child is None:
                 child = self._start_child()
             try:
