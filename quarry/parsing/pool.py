@@ -63,10 +63,14 @@ class _ParseChild:
         assert self.process.stdout is not None
         self._stdin = self.process.stdin
         self._stdout = self.process.stdout.fileno()
-        ready = self._reply(time.monotonic() + _START_SECONDS)
+        try:
+            ready = self._reply(time.monotonic() + _START_SECONDS)
+        except _BudgetExceeded as error:
+            self.kill()
+            raise Unavailable("The worker could not start a parser.", internal=f"parse child: {error}") from error
         if not ready.get("ready"):
             self.kill()
-            raise RuntimeError(f"the parse child did not start: {ready!r}")
+            raise Unavailable("The worker could not start a parser.", internal=f"parse child said {ready!r}")
 
     @property
     def pid(self) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from quarry.dev.hostile import write_csv_of_one_line, write_html_of_nested_tags
+from quarry.errors import Unavailable
+from quarry.parsing import pool as pool_module
 from quarry.parsing.budget import MIB, ExtractionBudget
 from quarry.parsing.errors import UnreadableDocument
 from quarry.parsing.extract import extract
@@ -143,3 +145,18 @@ def test_closing_the_pool_ends_its_children() -> None:
     [child] = pool.child_pids()
     pool.close()
     assert not alive(child)
+
+
+def test_a_child_that_does_not_start_in_time_is_a_retryable_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "_START_SECONDS", 0.0)
+    pool = ParsePool(ExtractionBudget(memory_mib=512, processes=1, timeout_seconds=10, max_text_chars=1000))
+    try:
+        with pytest.raises(Unavailable) as caught:
+            pool.extract_blocking(DOCUMENTS / "sample.txt", "txt")
+        assert caught.value.detail == "The worker could not start a parser."
+        assert caught.value.retryable
+        assert pool.child_pids() == []
+        monkeypatch.undo()
+        assert pool.extract_blocking(DOCUMENTS / "sample.txt", "txt").segments
+    finally:
+        pool.close()
