@@ -50,9 +50,14 @@ STEADY_SECONDS = 60.0  # a worker that ran this long before failing starts again
 async def run(settings: Settings) -> None:
     if settings.worker_database_url is None:
         raise SettingsError("WORKER_DATABASE_URL must be set when QUARRY_ENV=production")
-    embedder = await asyncio.to_thread(DenseEmbedder, settings.embedding_model_dir)
-    logger.info("embedding model %s loaded (%d dimensions)", embedder.model_name, embedder.dimensions)
     async with AsyncExitStack() as stack:
+        parsers = ParsePool(settings.extraction_budget)
+        stack.callback(parsers.close)
+        # The parse children import their parsers while the model loads.
+        warming = asyncio.create_task(asyncio.to_thread(parsers.warm))
+        embedder = await asyncio.to_thread(DenseEmbedder, settings.embedding_model_dir)
+        logger.info("embedding model %s loaded (%d dimensions)", embedder.model_name, embedder.dimensions)
+        await warming
         # Jobs hold a connection only briefly (start, store), so the pool can stay small.
         database = TenantDatabase.connect(
             settings.worker_database_url, min_size=1, max_size=min(settings.worker_concurrency + 2, 16)
@@ -64,9 +69,6 @@ async def run(settings: Settings) -> None:
         stack.callback(core.close)
         batcher = EmbeddingBatcher(embedder)
         stack.push_async_callback(batcher.aclose)
-        parsers = ParsePool(settings.extraction_budget)
-        stack.callback(parsers.close)
-        await asyncio.to_thread(parsers.warm)
         pipeline = IngestPipeline(
             core.blobs,
             Chunker(

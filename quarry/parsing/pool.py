@@ -63,6 +63,8 @@ class _ParseChild:
         assert self.process.stdout is not None
         self._stdin = self.process.stdin
         self._stdout = self.process.stdout.fileno()
+
+    def wait_until_ready(self) -> None:
         try:
             ready = self._reply(time.monotonic() + _START_SECONDS)
         except _BudgetExceeded as error:
@@ -139,7 +141,17 @@ class ParsePool:
         """Start every child now instead of on first use."""
         slots = [self._idle.get() for _ in range(self.budget.processes)]
         try:
-            slots = [child or self._start_child() for child in slots]
+            # Spawned together and then awaited, so that they import the parsers side by side.
+            slots = [child or self._start_child(wait=False) for child in slots]
+            for child in slots:
+                if child is not None:
+                    child.wait_until_ready()
+        except Exception:
+            for child in slots:
+                if child is not None:
+                    self._retire(child)
+            slots = [None] * len(slots)
+            raise
         finally:
             for child in slots:
                 self._idle.put(child)
@@ -189,13 +201,19 @@ class ParsePool:
         for child in children:
             child.kill()
 
-    def _start_child(self) -> _ParseChild:
+    def _start_child(self, *, wait: bool = True) -> _ParseChild:
         with self._lock:
             if self._closed:
                 raise Unavailable("The worker is shutting down.", internal="the parse pool is closed")
         child = _ParseChild(self.budget)
         with self._lock:
             self._children.add(child)
+        if wait:
+            try:
+                child.wait_until_ready()
+            except Unavailable:
+                self._retire(child)
+                raise
         return child
 
     def _replacement(self) -> _ParseChild | None:
