@@ -6,8 +6,8 @@ minutes to interpret) must cost at most a known amount. Each child
 address space with RLIMIT_AS at budget / processes, so all parses together
 stay within the budget; a parse that runs past its deadline is killed. A child
 that dies, runs out of memory or times out is replaced by a fresh one, and the
-document fails with BUDGET_EXCEEDED. The worker process itself only reads the
-child's reply, whose size is bounded by max_text_chars.
+document fails with ExtractionBudget.exceeded_reason(). The worker process itself
+only reads the child's reply, whose size is bounded by max_text_chars.
 
 Children are started once (`warm`, or on first use), not per document: an
 interpreter that imports pypdf, python-docx, python-pptx and openpyxl takes
