@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from quarry.parsing.budget import MIN_CHILD_MIB, ExtractionBudget
 from quarry.paths import REPO_ROOT
 
 ENVIRONMENTS = ("development", "test", "production")
@@ -56,6 +57,10 @@ class Settings:
     worker_concurrency: int
     outbox_max_backoff_seconds: int
     rate_limits: bool = True
+    extract_memory_mib: int = 1024
+    extract_processes: int = 2
+    extract_timeout_seconds: int = 60
+    extract_max_text_chars: int = 8_000_000
 
     @property
     def is_production(self) -> bool:
@@ -68,6 +73,15 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def extraction_budget(self) -> ExtractionBudget:
+        return ExtractionBudget(
+            memory_mib=self.extract_memory_mib,
+            processes=self.extract_processes,
+            timeout_seconds=self.extract_timeout_seconds,
+            max_text_chars=self.extract_max_text_chars,
+        )
 
     @property
     def relay_in_gateway(self) -> bool:
@@ -100,6 +114,13 @@ class Settings:
         if index_backend == "server" and not env.get("QDRANT_URL"):
             raise SettingsError("QDRANT_URL must be set when INDEX_BACKEND=server")
         model_dir = env.get("EMBEDDING_MODEL_DIR")
+        extract_memory_mib = positive_int(env, "EXTRACT_MEMORY_MIB", 1024)
+        extract_processes = positive_int(env, "EXTRACT_PROCESSES", 2)
+        if extract_memory_mib // extract_processes < MIN_CHILD_MIB:
+            raise SettingsError(
+                f"EXTRACT_MEMORY_MIB must allow at least {MIN_CHILD_MIB} MiB per parse process "
+                f"(EXTRACT_PROCESSES={extract_processes}), not {extract_memory_mib}"
+            )
         return cls(
             environment=environment,
             database_url=required("DATABASE_URL", f"postgresql://quarry_gateway@127.0.0.1:5432/{database}"),
@@ -137,6 +158,10 @@ class Settings:
             worker_concurrency=positive_int(env, "WORKER_CONCURRENCY", 32),
             outbox_max_backoff_seconds=positive_int(env, "OUTBOX_MAX_BACKOFF_SECONDS", 60),
             rate_limits=choice(env, "RATE_LIMITS", ("on", "off")) == "on",
+            extract_memory_mib=extract_memory_mib,
+            extract_processes=extract_processes,
+            extract_timeout_seconds=positive_int(env, "EXTRACT_TIMEOUT_SECONDS", 60),
+            extract_max_text_chars=positive_int(env, "EXTRACT_MAX_TEXT_CHARS", 8_000_000),
         )
 
 

@@ -30,6 +30,7 @@ from quarry.documents.chunking import Chunker
 from quarry.documents.ingest import IngestPipeline
 from quarry.embedding import DenseEmbedder, EmbeddingBatcher, SparseEmbedder
 from quarry.outbox import OutboxRelay
+from quarry.parsing.pool import ParsePool
 from quarry.services import Core
 from quarry.settings import Settings, SettingsError
 from worker.app import procrastinate_app, queues
@@ -49,9 +50,14 @@ STEADY_SECONDS = 60.0  # a worker that ran this long before failing starts again
 async def run(settings: Settings) -> None:
     if settings.worker_database_url is None:
         raise SettingsError("WORKER_DATABASE_URL must be set when QUARRY_ENV=production")
-    embedder = await asyncio.to_thread(DenseEmbedder, settings.embedding_model_dir)
-    logger.info("embedding model %s loaded (%d dimensions)", embedder.model_name, embedder.dimensions)
     async with AsyncExitStack() as stack:
+        parsers = ParsePool(settings.extraction_budget)
+        stack.callback(parsers.close)
+        # The parse children import their parsers while the model loads.
+        warming = asyncio.create_task(asyncio.to_thread(parsers.warm))
+        embedder = await asyncio.to_thread(DenseEmbedder, settings.embedding_model_dir)
+        logger.info("embedding model %s loaded (%d dimensions)", embedder.model_name, embedder.dimensions)
+        await warming
         # Jobs hold a connection only briefly (start, store), so the pool can stay small.
         database = TenantDatabase.connect(
             settings.tenant_database_url,
@@ -76,6 +82,7 @@ async def run(settings: Settings) -> None:
             batcher,
             SparseEmbedder(),
             embedding_model=embedder.model_name,
+            parsers=parsers,
         )
         context = WorkerContext(core, pipeline)
         app = procrastinate_app(settings.worker_database_url)

@@ -31,7 +31,8 @@ from quarry.documents.chunking import Chunker, ChunkText, chunk_id
 from quarry.embedding import EmbeddingBatcher, SparseEmbedder
 from quarry.errors import QuarryError, Unavailable
 from quarry.parsing.errors import UnreadableDocument
-from quarry.parsing.extract import Extracted, extract
+from quarry.parsing.pool import ParsePool
+from quarry.parsing.segments import Extracted
 from quarry.parsing.sniff import FORMATS
 from quarry.storage.blobs import BlobNotFound, BlobStore, blob_key
 
@@ -58,8 +59,10 @@ class IngestPipeline:
         sparse: SparseEmbedder,
         *,
         embedding_model: str,
+        parsers: ParsePool,
     ) -> None:
         self._blobs = blobs
+        self._parsers = parsers
         self._chunker = chunker
         self._dense = dense
         self._sparse = sparse
@@ -126,16 +129,12 @@ class IngestPipeline:
             except BlobNotFound:
                 raise UnreadableDocument("The uploaded file is missing from storage; upload it again.") from None
             try:
-                return await asyncio.to_thread(extract, path, fmt)
-            except UnreadableDocument:
+                # In a parse child within the extraction budget: a hostile file fails alone.
+                return await self._parsers.extract(path, fmt)
+            except (UnreadableDocument, Unavailable):
                 raise
-            except MemoryError:
-                raise UnreadableDocument("The document is too large to process.") from None
             except OSError as error:  # the temporary disk, not the document
                 raise Unavailable("Local storage failed.", internal=f"local I/O failed: {error!r}") from error
-            except Exception as error:  # a parser bug or a file shape we did not foresee
-                logger.exception("unexpected %s while extracting a %s", type(error).__name__, fmt)
-                raise UnreadableDocument(f"The file could not be read ({type(error).__name__}).") from error
 
     async def _embed(self, tenant_id: uuid.UUID, document_id: uuid.UUID, extracted: Extracted) -> list[EmbeddedChunk]:
         # Tokenising and BM25 are CPU work: off the event loop, so heartbeats keep flowing.

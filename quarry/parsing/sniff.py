@@ -17,6 +17,7 @@ from pathlib import Path
 from quarry.parsing.errors import UnsupportedDocument
 from quarry.parsing.textfiles import (
     CSV_SAMPLE_CHARS,
+    MAX_JSON_DEPTH,
     JsonTooDeep,
     csv_dialect,
     has_utf32_bom,
@@ -67,8 +68,15 @@ _FORMAT_BY_EXTENSION = {
 }
 
 _BINARY_FORMATS = frozenset({"pdf", "docx", "pptx", "xlsx", "epub"})
+# The gateway reads at most this much of an upload (plus a ZIP's central directory): sniffing
+# costs the same for a 60 MiB file as for a small one. The worker reads the rest, in a parse child.
 _HEAD_BYTES = 64 * 1024
 _TEXT_CHUNK_BYTES = 1024 * 1024
+TEXT_CHECKED_BYTES = 4 * _TEXT_CHUNK_BYTES
+_JSON_TOKEN = re.compile(
+    r'[ \t\n\r]*(?:"(?:[^"\\\x00-\x1f]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null|[\[\]{}:,])'
+)
+_JSON_CLOSERS = {"]": "[", "}": "{"}
 
 _HTML_DOCUMENT_START = re.compile(
     r"(?:\s|<!--.*?-->|<\?xml[^>]*\?>)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL
@@ -243,6 +251,7 @@ def _classify_zip(path: Path) -> str | _Foreign:
 
 def _classify_text(path: Path, head: bytes, claimed: str | None) -> str | _Foreign:
     encoding = "utf-16" if text_encoding(head) == "utf-16" else "utf-8"
+    whole = path.stat().st_size <= len(head)
     problem = _text_problem(path, encoding)
     if problem is not None:
         return problem
@@ -253,7 +262,7 @@ def _classify_text(path: Path, head: bytes, claimed: str | None) -> str | _Forei
     if claimed == "csv":
         return "csv" if csv_dialect(head_text[:CSV_SAMPLE_CHARS]) is not None else "txt"
     if claimed == "json":
-        _require_json(path, encoding)
+        _require_json(head_text, whole=whole)
         return "json"
     if _HTML_DOCUMENT_START.match(head_text) or (claimed == "html" and _HTML_TAG.search(head_text)):
         return "html"
@@ -261,17 +270,21 @@ def _classify_text(path: Path, head: bytes, claimed: str | None) -> str | _Forei
     if claimed is not None:
         # Named as a binary format: any text is a mismatch, so name it without parsing all of it.
         return "json" if looks_like_json else "txt"
-    if looks_like_json and _is_json(path, encoding):
+    if looks_like_json and _is_json(head_text, whole=whole):
         return "json"
     return "txt"
 
 
 def _text_problem(path: Path, encoding: str) -> _Foreign | None:
-    """Why the file is not text in encoding (read in chunks, so memory stays bounded), or None."""
+    """Why the first TEXT_CHECKED_BYTES of the file are not text in encoding, or None.
+
+    Read in chunks, so memory stays bounded; a bad byte further on fails the
+    document in the worker instead (UnreadableDocument).
+    """
     decoder = codecs.getincrementaldecoder(encoding)()
     offset = 0
     with path.open("rb") as file:
-        while True:
+        while offset < TEXT_CHECKED_BYTES:
             chunk = file.read(_TEXT_CHUNK_BYTES)
             pending = len(decoder.getstate()[0])
             try:
@@ -291,36 +304,71 @@ def _text_problem(path: Path, encoding: str) -> _Foreign | None:
             if not chunk:
                 return None
             offset += len(chunk)
+    return None
 
 
-def _read_all_text(path: Path, encoding: str) -> str:
-    return path.read_bytes().decode("utf-8-sig" if encoding == "utf-8" else encoding)
-
-
-def _require_json(path: Path, encoding: str) -> None:
-    try:
-        value = load_json(_read_all_text(path, encoding))
-    except JsonTooDeep as error:
-        raise UnsupportedDocument(f"The JSON is {error}.", detected="deeply nested JSON") from error
-    except ValueError as error:
+def _require_json(head_text: str, *, whole: bool) -> None:
+    if whole:
+        try:
+            value = load_json(head_text)
+        except JsonTooDeep as error:
+            raise UnsupportedDocument(f"The JSON is {error}.", detected="deeply nested JSON") from error
+        except ValueError as error:
+            raise UnsupportedDocument(
+                f"The file is named .json but is not valid JSON: {error}.", detected="invalid JSON"
+            ) from error
+        if not isinstance(value, dict | list):
+            raise UnsupportedDocument(
+                f"The file is named .json but its top level is {_json_kind(value)}, not an object or array.",
+                detected="JSON scalar",
+            )
+    elif not _starts_like_json(head_text):
         raise UnsupportedDocument(
-            f"The file is named .json but is not valid JSON: {error}.", detected="invalid JSON"
-        ) from error
-    if not isinstance(value, dict | list):
-        raise UnsupportedDocument(
-            f"The file is named .json but its top level is {_json_kind(value)}, not an object or array.",
-            detected="JSON scalar",
+            "The file is named .json but does not begin like a JSON object or array.", detected="invalid JSON"
         )
 
 
-def _is_json(path: Path, encoding: str) -> bool:
+def _is_json(head_text: str, *, whole: bool) -> bool:
+    """Whether the text is a JSON object or array: judged whole when the head holds the file, else by the head."""
+    if not whole:
+        return _starts_like_json(head_text)
     try:
-        value = load_json(_read_all_text(path, encoding))
+        value = load_json(head_text)
     except JsonTooDeep as error:
         raise UnsupportedDocument(f"The JSON is {error}.", detected="deeply nested JSON") from error
     except ValueError:
         return False
     return isinstance(value, dict | list)
+
+
+def _starts_like_json(head_text: str) -> bool:
+    """Whether head_text is the beginning of a JSON object or array; raises UnsupportedDocument if nested too deep.
+
+    Only the head of a long file is read, so its last token may be cut short;
+    the worker parses the whole file (within its budget) and fails it if it is not JSON.
+    """
+    open_brackets: list[str] = []
+    at = 0
+    while at < len(head_text):
+        token = _JSON_TOKEN.match(head_text, at)
+        if token is None:
+            rest = head_text[at:].lstrip(" \t\n\r")
+            # A string, number or literal running past the end of the head.
+            return bool(open_brackets) and (rest.startswith('"') or len(rest) < 32)
+        at = token.end()
+        symbol = token.group().lstrip(" \t\n\r")
+        if symbol in ("[", "{"):
+            open_brackets.append(symbol)
+            if len(open_brackets) > MAX_JSON_DEPTH:
+                raise UnsupportedDocument(
+                    f"The JSON is nested more than {MAX_JSON_DEPTH} levels.", detected="deeply nested JSON"
+                )
+        elif symbol in _JSON_CLOSERS:
+            if not open_brackets or open_brackets.pop() != _JSON_CLOSERS[symbol]:
+                return False
+        elif not open_brackets:
+            return False  # a scalar before the first bracket, or after the last one closed
+    return bool(open_brackets)
 
 
 def _json_kind(value: object) -> str:

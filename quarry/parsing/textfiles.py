@@ -14,6 +14,8 @@ from quarry.parsing.errors import UnreadableDocument
 from quarry.parsing.segments import Extracted, Position, SectionWriter, finish
 
 MAX_JSON_DEPTH = 64
+# Twenty million empty objects took 5 GB; a million costs about 100 MB in the parse child.
+MAX_JSON_OBJECTS = 1_000_000
 CSV_ROWS_PER_SEGMENT = 1_000
 # csv.Sniffer is quadratic on some inputs (about 1 s for 16 KiB of `,"`); 8 KiB bounds that.
 CSV_SAMPLE_CHARS = 8 * 1024
@@ -49,10 +51,26 @@ class JsonTooDeep(ValueError):
     pass
 
 
+class JsonTooLarge(ValueError):
+    pass
+
+
 def load_json(text: str) -> Any:
-    """json.loads, refusing documents nested deeper than MAX_JSON_DEPTH (raises JsonTooDeep or ValueError)."""
+    """json.loads, refusing documents nested deeper than MAX_JSON_DEPTH or holding more than MAX_JSON_OBJECTS objects.
+
+    Raises JsonTooDeep, JsonTooLarge or ValueError.
+    """
+    objects = 0
+
+    def counted_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal objects
+        objects += 1
+        if objects > MAX_JSON_OBJECTS:
+            raise JsonTooLarge(f"holds more than {MAX_JSON_OBJECTS:,} objects")
+        return dict(pairs)
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=counted_object)
     except RecursionError as error:
         raise JsonTooDeep(f"nested more than {MAX_JSON_DEPTH} levels") from error
     pending: list[tuple[Any, int]] = [(value, 1)]
@@ -128,6 +146,8 @@ def extract_json(path: Path) -> Extracted:
         value = load_json(read_text(path))
     except JsonTooDeep as error:
         raise UnreadableDocument(f"The JSON is {error}.") from error
+    except JsonTooLarge as error:
+        raise UnreadableDocument(f"The JSON {error}; split it into smaller files.") from error
     except ValueError as error:
         raise UnreadableDocument(f"The file is not valid JSON: {error}.") from error
     lines = [f"{key}: {scalar}" if key else scalar for key, scalar in _flatten_json(value)]

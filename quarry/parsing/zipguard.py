@@ -19,6 +19,11 @@ from typing import BinaryIO
 
 MAX_ENTRIES = 10_000
 MAX_TOTAL_UNCOMPRESSED = 256 * 1024 * 1024
+# The parsers hold a part's XML as a tree, about 21 times its size (python-docx measured: 5.5 MiB of
+# document.xml, 115 MB). 12 MiB of markup then fits the default 512 MiB a parse child may use
+# (quarry.parsing.budget), about 200 MiB of which the imported parsers take.
+MAX_MARKUP_UNCOMPRESSED = 12 * 1024 * 1024
+MARKUP_SUFFIXES = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx", ".vml")
 MAX_COMPRESSION_RATIO = 200
 RATIO_CHECKED_ABOVE = 1024 * 1024
 # 10,000 entries with 1,000-character names still fit in 16 MiB.
@@ -109,12 +114,20 @@ def _check_directory(entries: int, directory_size: int) -> None:
 def _check_entries(infos: list[zipfile.ZipInfo]) -> None:
     _check_directory(len(infos), 0)
     total = 0
+    markup = 0
     for info in infos:
         total += info.file_size
+        if info.filename.lower().endswith(MARKUP_SUFFIXES):
+            markup += info.file_size
         if total > MAX_TOTAL_UNCOMPRESSED:
             raise ZipLimitExceeded(
                 "The archive looks like a zip bomb: it declares more than "
                 f"{_mib(MAX_TOTAL_UNCOMPRESSED)} of uncompressed content."
+            )
+        if markup > MAX_MARKUP_UNCOMPRESSED:
+            raise ZipLimitExceeded(
+                f"The document holds more than {_mib(MAX_MARKUP_UNCOMPRESSED)} of XML, "
+                "more than Quarry extracts from one file; split it into smaller files."
             )
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > RATIO_CHECKED_ABOVE and ratio > MAX_COMPRESSION_RATIO:

@@ -37,3 +37,27 @@ def test_the_gateway_never_reads_the_admin_url() -> None:
 def test_unknown_environment_is_refused() -> None:
     with pytest.raises(SettingsError, match="QUARRY_ENV"):
         Settings.from_env({"QUARRY_ENV": "prod"})
+
+
+def test_the_extraction_budget_has_defaults_and_can_be_set() -> None:
+    budget = Settings.from_env({}).extraction_budget
+    assert (budget.memory_mib, budget.processes, budget.timeout_seconds, budget.max_text_chars) == (
+        1024,
+        2,
+        60,
+        8_000_000,
+    )
+    assert budget.child_mib == 512
+    env = {
+        "EXTRACT_MEMORY_MIB": "2048",
+        "EXTRACT_PROCESSES": "4",
+        "EXTRACT_TIMEOUT_SECONDS": "15",
+        "EXTRACT_MAX_TEXT_CHARS": "1000",
+    }
+    budget = Settings.from_env(env).extraction_budget
+    assert (budget.child_mib, budget.timeout_seconds, budget.max_text_chars) == (512, 15, 1000)
+
+
+def test_a_budget_too_small_for_a_parse_process_is_refused() -> None:
+    with pytest.raises(SettingsError, match="at least 320 MiB per parse process"):
+        Settings.from_env({"EXTRACT_MEMORY_MIB": "1024", "EXTRACT_PROCESSES": "4"})

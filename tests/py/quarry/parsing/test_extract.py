@@ -447,3 +447,51 @@ def test_extraction_ignores_the_file_name(tmp_path, fmt):
     path = tmp_path / "original"
     shutil.copy(DOCUMENTS / f"sample.{fmt}", path)
     assert extract(path, fmt).segments
+
+
+# --- caps sized to the extraction budget ------------------------------------------------------------
+
+
+def test_json_with_more_than_a_million_objects_is_refused(tmp_path):
+    path = write(tmp_path, b"[" + b"{}," * textfiles.MAX_JSON_OBJECTS + b"{}]")
+    assert unreadable(path, "json").reason == (
+        "The JSON holds more than 1,000,000 objects; split it into smaller files."
+    )
+
+
+def test_json_with_a_million_objects_is_read(tmp_path):
+    path = write(tmp_path, b"[" + b'{"a":1},' * (textfiles.MAX_JSON_OBJECTS - 1) + b'{"a":2}]')
+    lines = extract(path, "json").segments[0].text.splitlines()
+    assert len(lines) == textfiles.MAX_JSON_OBJECTS
+    assert lines[-1] == f"[{textfiles.MAX_JSON_OBJECTS - 1}].a: 2"
+
+
+def test_a_docx_with_more_xml_than_the_cap_is_refused_at_upload_and_in_the_worker(tmp_path):
+    from quarry.parsing.zipguard import MAX_MARKUP_UNCOMPRESSED
+
+    # Spaces also exceed the compression ratio; the XML cap is checked first, so it names the reason.
+    path = tmp_path / "long.docx"
+    write_docx_bomb(path, MAX_MARKUP_UNCOMPRESSED + MIB)
+    expected = "The document holds more than 12 MiB of XML, more than Quarry extracts from one file"
+    assert unreadable(path, "docx").reason.startswith(expected)
+    with pytest.raises(UnsupportedDocument, match=expected):
+        sniff(path, "long.docx")
+
+
+@pytest.mark.parametrize("name", ["xml-at-cap.docx", "xml-at-cap.pptx", "xml-at-cap.xlsx", "xml-at-cap.epub"])
+def test_hostile_zip_formats_at_the_xml_cap_pass_the_guard(tmp_path, name):
+    from quarry.dev import hostile
+    from quarry.parsing.zipguard import MARKUP_SUFFIXES, MAX_MARKUP_UNCOMPRESSED, check_zip_bounds
+
+    path = tmp_path / name
+    writer = {
+        "docx": hostile.write_docx_at_cap,
+        "pptx": hostile.write_pptx_at_cap,
+        "xlsx": hostile.write_xlsx_at_cap,
+        "epub": hostile.write_epub_at_cap,
+    }[path.suffix[1:]]
+    writer(path)
+    check_zip_bounds(path)
+    with zipfile.ZipFile(path) as archive:
+        markup = sum(info.file_size for info in archive.infolist() if info.filename.endswith(MARKUP_SUFFIXES))
+    assert MAX_MARKUP_UNCOMPRESSED - 64 * 1024 < markup <= MAX_MARKUP_UNCOMPRESSED

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import codecs
 import io
+import tracemalloc
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from quarry.parsing.errors import UnsupportedDocument
-from quarry.parsing.sniff import FORMATS, Sniffed, sniff
+from quarry.parsing.errors import UnreadableDocument, UnsupportedDocument
+from quarry.parsing.extract import extract
+from quarry.parsing.sniff import FORMATS, TEXT_CHECKED_BYTES, Sniffed, sniff
 from tests.fixtures.make_documents import DOCUMENTS
 
 SAMPLES = {
@@ -323,3 +325,55 @@ def test_a_long_unicode_name_with_a_wrong_extension_is_refused():
 def test_extensions_are_case_insensitive():
     assert sniff(DOCUMENTS / "sample.docx", "LETTER.DOCX").format == "docx"
     assert refusal(DOCUMENTS / "sample.docx", "LETTER.PPTX").reason == "The file is named .pptx but contains DOCX."
+
+
+# --- bounded reading: the gateway judges an upload by its head --------------------------------------
+
+
+def test_a_60_mib_json_is_sniffed_from_its_head_in_bounded_memory(tmp_path):
+    from quarry.dev.hostile import write_json_of_empty_objects
+
+    path = tmp_path / "objects.json"
+    write_json_of_empty_objects(path)
+    tracemalloc.start()
+    try:
+        assert sniff(path, "objects.json").format == "json"
+        assert sniff(path, None).format == "json"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+
+
+def test_a_long_json_that_turns_invalid_after_the_head_is_left_to_the_worker(tmp_path):
+    # Was refused at upload when sniff parsed whole files; the worker's extraction now refuses it.
+    data = b'{"rows": [' + b'"granite", ' * 20_000 + b"oops]}"
+    path = write(tmp_path, data, "rows.json")
+    assert sniff(path, "rows.json").format == "json"
+    with pytest.raises(UnreadableDocument, match="The file is not valid JSON"):
+        extract(path, "json")
+
+
+def test_a_long_file_that_only_starts_with_a_bracket_is_text(tmp_path):
+    log = b"[INFO] quarry opened\n" * 10_000
+    assert sniff(write(tmp_path, log), None).format == "txt"
+    with pytest.raises(UnsupportedDocument, match="does not begin like a JSON object or array"):
+        sniff(write(tmp_path, log, "log.json"), "log.json")
+
+
+def test_a_long_json_nested_too_deep_in_its_head_is_refused_at_upload(tmp_path):
+    data = b'{"a":' * 100 + b"[" + b"1," * 100_000 + b"1]" + b"}" * 100
+    assert "nested more than 64 levels" in refusal(write(tmp_path, data, "deep.json"), "deep.json").reason
+
+
+def test_a_string_cut_by_the_end_of_the_head_still_starts_like_json(tmp_path):
+    data = b'{"text": "' + b"granite " * 20_000 + b'"}'
+    assert sniff(write(tmp_path, data), None).format == "json"
+
+
+def test_an_invalid_byte_beyond_the_checked_prefix_is_left_to_the_worker(tmp_path):
+    data = b"granite\n" * (TEXT_CHECKED_BYTES // 8) + b"caf\xe9\n"
+    path = write(tmp_path, data, "notes.txt")
+    assert sniff(path, "notes.txt").format == "txt"
+    with pytest.raises(UnreadableDocument, match="not UTF-8"):
+        extract(path, "txt")
