@@ -55,6 +55,13 @@ class Settings:
     worker_concurrency: int
     outbox_max_backoff_seconds: int
     rate_limits: bool = True
+    trusted_proxy_header: str | None = None
+    trusted_proxy_hops: int = 1
+    auth_failures_per_address: int = 20
+    auth_failures_per_key: int = 5
+    auth_failure_window_seconds: int = 60
+    bcrypt_threads: int = 2
+    bcrypt_queue: int = 16
 
     @property
     def is_production(self) -> bool:
@@ -133,7 +140,24 @@ class Settings:
             worker_concurrency=positive_int(env, "WORKER_CONCURRENCY", 32),
             outbox_max_backoff_seconds=positive_int(env, "OUTBOX_MAX_BACKOFF_SECONDS", 60),
             rate_limits=choice(env, "RATE_LIMITS", ("on", "off")) == "on",
+            trusted_proxy_header=trusted_proxy_header(env),
+            trusted_proxy_hops=positive_int(env, "TRUSTED_PROXY_HOPS", 1),
+            auth_failures_per_address=positive_int(env, "AUTH_FAILURES_PER_ADDRESS", 20),
+            auth_failures_per_key=positive_int(env, "AUTH_FAILURES_PER_KEY", 5),
+            auth_failure_window_seconds=positive_int(env, "AUTH_FAILURE_WINDOW_SECONDS", 60),
+            bcrypt_threads=positive_int(env, "BCRYPT_THREADS", 2),
+            bcrypt_queue=positive_int(env, "BCRYPT_QUEUE", 16),
         )
+
+
+def trusted_proxy_header(env: Mapping[str, str]) -> str | None:
+    """The header whose entries the proxies in front append the peer they saw to (None: no proxy)."""
+    name = env.get("TRUSTED_PROXY_HEADER", "").strip()
+    if not name:
+        return None
+    if not all(char.isalnum() or char == "-" for char in name):
+        raise SettingsError(f"TRUSTED_PROXY_HEADER must be a header name such as X-Forwarded-For, not {name!r}")
+    return name.lower()
 
 
 def choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:

@@ -1,4 +1,11 @@
-"""Resolve the caller of a request and count it against its rate limit."""
+"""Resolve the caller of a request and count it against its rate limit.
+
+A request that fails authentication counts against its client address
+(gateway/auth/throttles.py): an address with `AUTH_FAILURES_PER_ADDRESS`
+failures in a window gets a 429 with Retry-After for every authenticated
+request until the window ends, before any database or bcrypt work, whatever
+credentials it sends.  Addresses behind a shared NAT share the allowance.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +15,36 @@ from starlette.requests import Request
 from gateway.auth.api_keys import ApiKeyVerifier
 from gateway.auth.jwt import JwtVerifier, bearer_token
 from gateway.auth.rate_limits import RateLimiter
+from gateway.auth.throttles import FailureThrottle, client_address
+from quarry.errors import Unauthorized
 from quarry.keys.format import looks_like_api_key
 from quarry.principal import Principal
+from quarry.settings import Settings
 
 
 async def authenticate(request: Request) -> Principal:
     """The caller (Supabase JWT or API key), counted against its rate limit."""
-    principal = await identify(request.headers.get("authorization"), request.app.state)
-    rate_limiter: RateLimiter = request.app.state.rate_limiter
-    await rate_limiter.check(request, principal)
+    state = request.app.state
+    settings: Settings = state.settings
+    client = client_address(request, trusted_header=settings.trusted_proxy_header, hops=settings.trusted_proxy_hops)
+    failures: FailureThrottle = state.failed_authentications
+    failures.check(client)
+    rate_limiter: RateLimiter = state.rate_limiter
+    try:
+        principal = await identify(request.headers.get("authorization"), state, client)
+        await rate_limiter.check(request, principal)
+    except Unauthorized:
+        failures.failed(client)
+        raise
     return principal
 
 
-async def identify(authorization: str | None, state: State) -> Principal:
+async def identify(authorization: str | None, state: State, client: str) -> Principal:
     """`Authorization: Bearer <JWT>`, `Authorization: Bearer sk_…` or `Authorization: sk_…`."""
     bare = (authorization or "").strip()
     token = bare if looks_like_api_key(bare) else bearer_token(authorization)
-    verifier: ApiKeyVerifier | JwtVerifier = state.key_verifier if looks_like_api_key(token) else state.verifier
-    return await verifier.verify(token)
+    if looks_like_api_key(token):
+        key_verifier: ApiKeyVerifier = state.key_verifier
+        return await key_verifier.verify(token, client)
+    jwt_verifier: JwtVerifier = state.verifier
+    return await jwt_verifier.verify(token)
