@@ -16,7 +16,7 @@ from gateway.auth.api_keys import CHECKS_IN_FLIGHT_PER_CLIENT, ApiKeyVerifier, K
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jwt import JwtVerifier
 from gateway.auth.rate_limits import RateLimiter
-from gateway.auth.throttles import FailureThrottle
+from gateway.auth.throttles import Tarpit, WindowThrottle
 from gateway.billing import endpoints as billing
 from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
@@ -64,12 +64,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.blobs = core.blobs
         app.state.index = core.index
         app.state.rate_limiter = RateLimiter(database, enabled=settings.rate_limits)
-        app.state.failed_authentications = FailureThrottle(
+        app.state.failed_authentications = WindowThrottle(
             limit=settings.auth_failures_per_address,
             window_seconds=settings.auth_failure_window_seconds,
             max_in_flight=CHECKS_IN_FLIGHT_PER_CLIENT,
             max_keys=MAX_THROTTLED_ADDRESSES,
             refusal="Too many failed authentications from this address",
+        )
+        app.state.tarpit = Tarpit()
+        app.state.openapi_readers = WindowThrottle(
+            limit=settings.openapi_reads_per_minute,
+            window_seconds=60,
+            max_keys=MAX_THROTTLED_ADDRESSES,
+            refusal="This address has read /openapi.json too often",
+            limit_name="openapi_reads_per_minute",
         )
         app.state.key_verifier = ApiKeyVerifier(
             database,

@@ -62,6 +62,7 @@ class Settings:
     auth_failure_window_seconds: int = 60
     bcrypt_threads: int = 2
     bcrypt_queue: int = 16
+    openapi_reads_per_minute: int = 30
 
     @property
     def is_production(self) -> bool:
@@ -147,6 +148,7 @@ class Settings:
             auth_failure_window_seconds=positive_int(env, "AUTH_FAILURE_WINDOW_SECONDS", 60),
             bcrypt_threads=positive_int(env, "BCRYPT_THREADS", 2),
             bcrypt_queue=positive_int(env, "BCRYPT_QUEUE", 16),
+            openapi_reads_per_minute=positive_int(env, "OPENAPI_READS_PER_MINUTE", 30),
         )
 
 

@@ -52,7 +52,7 @@ from datetime import datetime
 import bcrypt
 import psycopg
 
-from gateway.auth.throttles import FailureThrottle
+from gateway.auth.throttles import WindowThrottle
 from quarry.db import TenantDatabase
 from quarry.errors import QuarryError, Unauthorized, Unavailable
 from quarry.keys.format import parse_api_key
@@ -124,7 +124,7 @@ class ApiKeyVerifier:
         database: TenantDatabase,
         database_url: str,
         *,
-        clients: FailureThrottle,
+        clients: WindowThrottle,
         limits: KeyCheckLimits | None = None,
     ) -> None:
         limits = limits or KeyCheckLimits()
@@ -137,7 +137,7 @@ class ApiKeyVerifier:
         self._bcrypt = BoundedBcrypt(limits.threads, limits.queue)
         self._bcrypt_seconds: float | None = None
         self._clients = clients
-        self._lookup_ids = FailureThrottle(
+        self._lookup_ids = WindowThrottle(
             limit=limits.failures_per_key,
             window_seconds=limits.window_seconds,
             max_in_flight=1,
@@ -181,7 +181,7 @@ class ApiKeyVerifier:
                 principal = await self._verify_afresh(parsed.lookup_id, parsed.secret, digest, now)
             except BaseException as error:
                 if isinstance(error, Unauthorized):
-                    self._lookup_ids.failed(parsed.lookup_id)
+                    self._lookup_ids.count(parsed.lookup_id)
                 interrupted = Unavailable("The key check was interrupted.")
                 flight.set_exception(error if isinstance(error, QuarryError) else interrupted)
                 flight.exception()  # retrieved: no "never retrieved" warning when nobody shared it

@@ -5,6 +5,7 @@ A request that fails authentication counts against its client address
 failures in a window gets a 429 with Retry-After for every authenticated
 request until the window ends, before any database or bcrypt work, whatever
 credentials it sends.  Addresses behind a shared NAT share the allowance.
+Throttled refusals are held a moment before they are answered (Tarpit).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from gateway.auth.api_keys import ApiKeyVerifier
 from gateway.auth.jwt import JwtVerifier, bearer_token
 from gateway.auth.rate_limits import RateLimiter
-from gateway.auth.throttles import FailureThrottle, client_address
+from gateway.auth.throttles import Tarpit, WindowThrottle, client_address
 from quarry.errors import Unauthorized
 from quarry.keys.format import looks_like_api_key
 from quarry.principal import Principal
@@ -25,18 +26,24 @@ from quarry.settings import Settings
 async def authenticate(request: Request) -> Principal:
     """The caller (Supabase JWT or API key), counted against its rate limit."""
     state = request.app.state
-    settings: Settings = state.settings
-    client = client_address(request, trusted_header=settings.trusted_proxy_header, hops=settings.trusted_proxy_hops)
-    failures: FailureThrottle = state.failed_authentications
-    failures.check(client)
+    client = caller_address(request)
+    failures: WindowThrottle = state.failed_authentications
     rate_limiter: RateLimiter = state.rate_limiter
-    try:
-        principal = await identify(request.headers.get("authorization"), state, client)
-        await rate_limiter.check(request, principal)
-    except Unauthorized:
-        failures.failed(client)
-        raise
+    tarpit: Tarpit = state.tarpit
+    async with tarpit.holding_refusals():
+        failures.check(client)
+        try:
+            principal = await identify(request.headers.get("authorization"), state, client)
+            await rate_limiter.check(request, principal)
+        except Unauthorized:
+            failures.count(client)
+            raise
     return principal
+
+
+def caller_address(request: Request) -> str:
+    settings: Settings = request.app.state.settings
+    return client_address(request, trusted_header=settings.trusted_proxy_header, hops=settings.trusted_proxy_hops)
 
 
 async def identify(authorization: str | None, state: State, client: str) -> Principal:

@@ -1,13 +1,21 @@
 """Failed authentications cost the caller, not the gateway.
 
-A `FailureThrottle` counts failures per key (a client address, an API key's
-lookup id) in fixed windows.  A key with `limit` failures in its window is
-refused until the window ends, and a key with `max_in_flight` attempts under
-way is refused until one ends; both refusals are a 429 with Retry-After and
-cost nothing (no database, no bcrypt).  The state is bounded: at most
-`max_keys` records, the least recently used dropped first, so an attacker
-rotating addresses or lookup ids cannot grow it (dropping a record forgets
-its failures, which is the price of a bound).
+A `WindowThrottle` counts events per key (failed authentications of a client
+address or of an API key's lookup id, reads of /openapi.json by an address)
+in fixed windows.  A key with `limit` events in its window is refused until
+the window ends, and a key with `max_in_flight` attempts under way is refused
+until one ends; both refusals are a 429 with Retry-After and cost nothing (no
+database, no bcrypt).  The state is bounded: at most `max_keys` records, the
+least recently used dropped first, so an attacker rotating addresses or
+lookup ids cannot grow it (dropping a record forgets its count, which is the
+price of a bound).
+
+A throttled refusal is held for HOLD_SECONDS before it is answered (at most
+MAX_HELD at once; beyond, answered at once): a flood's clients retry as soon
+as they are answered, so holding them turns hundreds of refusals a second per
+connection into one, and a sleeping request costs no CPU.  Without it, a
+400-connection flood of cheap 429s kept the event loop busy enough to slow
+another tenant's first key check from ~0.1 s to ~2 s.
 
 `client_address` names the caller: the socket peer, or, behind trusted
 proxies, the address they saw (the `hops`-th entry from the right of the
@@ -18,12 +26,14 @@ one subscriber usually gets.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
+import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -31,24 +41,56 @@ from starlette.requests import Request
 from quarry.errors import RateLimited
 
 UNKNOWN_CLIENT = "unknown"
+HOLD_SECONDS = 1.0
+MAX_HELD = 2000
+
+
+class Throttled(RateLimited):
+    """A refusal of a throttle here (not the plan's hourly limit)."""
+
+
+class Tarpit:
+    def __init__(self, *, hold_seconds: float = HOLD_SECONDS, max_held: int = MAX_HELD) -> None:
+        self.hold_seconds = hold_seconds
+        self.max_held = max_held
+        self.held = 0
+
+    @asynccontextmanager
+    async def holding_refusals(self) -> AsyncIterator[None]:
+        """Throttled refusals raised in the block are held before they propagate."""
+        try:
+            yield
+        except Throttled:
+            await self.hold()
+            raise
+
+    async def hold(self) -> None:
+        if self.held >= self.max_held:
+            return
+        self.held += 1
+        try:
+            await asyncio.sleep(self.hold_seconds)
+        finally:
+            self.held -= 1
 
 
 @dataclass(slots=True)
 class _Record:
-    failures: int = 0
+    events: int = 0
     window_ends: float = 0.0
     in_flight: int = 0
 
 
-class FailureThrottle:
+class WindowThrottle:
     def __init__(
         self,
         *,
         limit: int,
         window_seconds: float,
-        max_in_flight: int,
         max_keys: int,
+        max_in_flight: int = sys.maxsize,
         refusal: str,
+        limit_name: str = "failed_authentications",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
@@ -56,6 +98,7 @@ class FailureThrottle:
         self.max_in_flight = max_in_flight
         self.max_keys = max_keys
         self._refusal = refusal  # what a refused caller is told, before "try again in N s"
+        self._limit_name = limit_name  # the problem's `limit` member
         self._clock = clock
         self._records: OrderedDict[str, _Record] = OrderedDict()
 
@@ -63,13 +106,13 @@ class FailureThrottle:
         return len(self._records)
 
     def check(self, key: str) -> None:
-        """Refuse (429) a key over its failure limit."""
+        """Refuse (429) a key over its limit."""
         record = self._records.get(key)
         if record is None:
             return
         now = self._clock()
-        if record.failures >= self.limit and now < record.window_ends:
-            self._refuse(record.window_ends - now, "failed_authentications")
+        if record.events >= self.limit and now < record.window_ends:
+            self._refuse(record.window_ends - now, self._limit_name)
 
     @contextmanager
     def attempt(self, key: str) -> Iterator[None]:
@@ -84,12 +127,12 @@ class FailureThrottle:
         finally:
             record.in_flight -= 1  # the record itself: harmless if it was dropped meanwhile
 
-    def failed(self, key: str) -> None:
+    def count(self, key: str) -> None:
         record = self._record(key)
         now = self._clock()
         if now >= record.window_ends:
-            record.failures, record.window_ends = 0, now + self.window_seconds
-        record.failures += 1
+            record.events, record.window_ends = 0, now + self.window_seconds
+        record.events += 1
 
     def _record(self, key: str) -> _Record:
         record = self._records.get(key)
@@ -103,7 +146,7 @@ class FailureThrottle:
 
     def _refuse(self, seconds: float, limit: str) -> None:
         retry_after = max(1, math.ceil(seconds))
-        raise RateLimited(
+        raise Throttled(
             f"{self._refusal}; try again in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
             extensions={"limit": limit, "retry_after": retry_after},

@@ -1,11 +1,11 @@
-"""FailureThrottle and client_address: limits, windows, bounded state, proxies."""
+"""WindowThrottle and client_address: limits, windows, bounded state, proxies."""
 
 from __future__ import annotations
 
 import pytest
 from starlette.requests import Request
 
-from gateway.auth.throttles import FailureThrottle, client_address
+from gateway.auth.throttles import WindowThrottle, client_address
 from quarry.errors import RateLimited
 
 
@@ -17,8 +17,8 @@ class Clock:
         return self.now
 
 
-def throttle(clock: Clock, *, limit: int = 3, max_in_flight: int = 2, max_keys: int = 100) -> FailureThrottle:
-    return FailureThrottle(
+def throttle(clock: Clock, *, limit: int = 3, max_in_flight: int = 2, max_keys: int = 100) -> WindowThrottle:
+    return WindowThrottle(
         limit=limit,
         window_seconds=60,
         max_in_flight=max_in_flight,
@@ -33,7 +33,7 @@ def test_a_key_at_its_limit_is_refused_until_its_window_ends() -> None:
     failures = throttle(clock)
     for _ in range(3):
         failures.check("203.0.113.7")
-        failures.failed("203.0.113.7")
+        failures.count("203.0.113.7")
     clock.now += 20
     with pytest.raises(RateLimited) as refused:
         failures.check("203.0.113.7")
@@ -44,7 +44,7 @@ def test_a_key_at_its_limit_is_refused_until_its_window_ends() -> None:
 
     clock.now += 40
     failures.check("203.0.113.7")
-    failures.failed("203.0.113.7")  # a new window: one failure of three
+    failures.count("203.0.113.7")  # a new window: one failure of three
     failures.check("203.0.113.7")
 
 
@@ -61,7 +61,7 @@ def test_attempts_in_flight_are_capped_and_released() -> None:
 
 def test_an_attempt_over_the_limit_is_refused_before_it_starts() -> None:
     failures = throttle(Clock(), limit=1)
-    failures.failed("k")
+    failures.count("k")
     with pytest.raises(RateLimited), failures.attempt("k"):
         raise AssertionError("the attempt ran")
 
@@ -69,9 +69,9 @@ def test_an_attempt_over_the_limit_is_refused_before_it_starts() -> None:
 def test_the_state_is_bounded_whatever_the_number_of_keys() -> None:
     clock = Clock()
     failures = throttle(clock, limit=1, max_keys=100)
-    failures.failed("target")
+    failures.count("target")
     for index in range(1000):
-        failures.failed(f"10.0.{index // 256}.{index % 256}")
+        failures.count(f"10.0.{index // 256}.{index % 256}")
         if index < 50:
             with pytest.raises(RateLimited):
                 failures.check("target")  # recently used: kept
