@@ -5,41 +5,27 @@ a legitimate tenant's first (uncached) key check stays fast."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import secrets
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from quarry.keys.format import BASE62, checksum
+from quarry.dev.flood import Flood, forged_key
+from tests.py.gateway.keys.test_revocation import wait_for_key_cache
 from tests.py.support.admin import Admin
 from tests.py.support.database import DatabaseUrls, gateway_env
 from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway
 from tests.py.support.tokens import JwksServer, TokenFactory
 
-if TYPE_CHECKING:
-    import multiprocessing.synchronize
-    from multiprocessing.queues import Queue
-
 pytestmark = pytest.mark.slow
 
-Statuses = tuple[Counter[int | str], Counter[int | str]]
 ATTACKER = "198.51.100.66"
 VICTIM = "203.0.113.10"
-
-
-def forged_key(lookup_id: str | None = None) -> str:
-    """A well-formed key (valid checksum) that no one was issued."""
-    lookup_id = lookup_id or "".join(secrets.choice(BASE62) for _ in range(12))
-    body = f"sk_live_{lookup_id}_{''.join(secrets.choice(BASE62) for _ in range(32))}"
-    return body + checksum(body)
 
 
 def lookup_id_of(key: str) -> str:
@@ -52,13 +38,6 @@ def proxied_gateway(database: DatabaseUrls, jwks_server: JwksServer, tmp_path: P
     with running_gateway(env, free_port(), tmp_path / "gateway.log") as base:
         wait_for_key_cache(base)
         yield base
-
-
-def wait_for_key_cache(base: str) -> None:
-    deadline = time.monotonic() + 10
-    while not httpx.get(f"{base}/readyz").json().get("api_key_cache"):
-        assert time.monotonic() < deadline, "the revocation listener did not connect"
-        time.sleep(0.05)
 
 
 def issue_keys(base: str, token: str, count: int) -> list[str]:
@@ -78,52 +57,6 @@ async def first_check_ms(client: httpx.AsyncClient, key: str) -> float:
     elapsed = (time.perf_counter() - started) * 1000
     assert response.status_code == 200, response.text
     return elapsed
-
-
-async def raw_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, headers: str) -> int:
-    """One keep-alive HTTP/1.1 GET, by hand: httpx costs the attacking process more CPU than the gateway."""
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n{headers}\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-    )
-    await reader.readexactly(length)
-    return int(head.split(b" ", 2)[1])
-
-
-def attack(
-    port: int, revoked_lookup_id: str, stop: multiprocessing.synchronize.Event, results: Queue[Statuses]
-) -> None:
-    """In a process of its own (so the attack does not slow the victim's client): 400 concurrent
-    forged-key requests from one address, half on a revoked key's lookup id, and 50 concurrent
-    /openapi.json readers; puts the status counts of each on `results` when `stop` is set."""
-
-    async def client(path: str, headers: Callable[[], str], statuses: Counter[int | str]) -> None:
-        while not stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                try:
-                    while not stop.is_set():
-                        statuses[await raw_get(reader, writer, path, headers())] += 1
-                finally:
-                    writer.close()
-            except (OSError, asyncio.IncompleteReadError) as error:
-                statuses[type(error).__name__] += 1
-
-    def forged(index: int) -> Callable[[], str]:
-        lookup_id = revoked_lookup_id if index % 2 else None
-        return lambda: f"Authorization: Bearer {forged_key(lookup_id)}\r\nX-Forwarded-For: {ATTACKER}\r\n"
-
-    async def run() -> Statuses:
-        attack_statuses: Counter[int | str] = Counter()
-        openapi_statuses: Counter[int | str] = Counter()
-        await asyncio.gather(
-            *(client("/api/documents", forged(index), attack_statuses) for index in range(400)),
-            *(client("/openapi.json", lambda: "", openapi_statuses) for _ in range(50)),
-        )
-        return attack_statuses, openapi_statuses
-
-    results.put(asyncio.run(run()))
 
 
 async def watch_key_cache(base: str, stop: asyncio.Event, answers: list[bool]) -> None:
@@ -160,18 +93,14 @@ def test_a_flood_of_forged_keys_and_openapi_readers_leave_the_listener_and_tenan
         return elapsed
 
     idle = asyncio.run(first_checks(victim_keys[:6]))
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this one's state
-    stop, results = context.Event(), context.Queue()
-    attacker = context.Process(target=attack, args=(int(base.rsplit(":", 1)[1]), revoked_lookup_id, stop, results))
-    attacker.start()
+    flood = Flood(int(base.rsplit(":", 1)[1]), address=ATTACKER, lookup_id=revoked_lookup_id)
+    flood.start()
     cache_answers: list[bool] = []
     try:
         time.sleep(4.0)  # the interpreter starts, then the attack runs at full strength
         under_attack = asyncio.run(first_checks(victim_keys[6:], cache_answers))
     finally:
-        stop.set()
-    attack_statuses, openapi_statuses = results.get(timeout=60)
-    attacker.join(timeout=30)
+        attack_statuses, openapi_statuses = flood.stop()
 
     assert set(attack_statuses) <= {401, 429}, attack_statuses
     assert attack_statuses[429] > 10 * attack_statuses[401], attack_statuses  # refused without any work
