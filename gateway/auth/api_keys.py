@@ -31,10 +31,13 @@ A success is cached for CACHE_SECONDS (never past the key's expiry), keyed by
 a SHA-256 of the key.  A trigger NOTIFYs `quarry_api_keys` on revoke or
 delete; each gateway LISTENs on a connection of its own and pings it every
 HEARTBEAT_SECONDS.  Notifications arrive in order before a ping's answer, so
-when a ping returns, every revoke committed before it has been applied; the
-cache is trusted only within TRUST_SECONDS of the last ping.  A dead or
-silent connection therefore stops the cache within a second, and the gateway
-verifies every key afresh until it is back.
+when a ping returns, every revoke committed before it was sent has been
+applied; the cache is trusted only within TRUST_SECONDS of sending the last
+answered ping.  A dead or silent connection therefore stops the cache within
+a second, and the gateway verifies every key afresh until it is back.  A ping
+that is merely slow (the event loop or the server busy) lets the trust lapse
+until it is answered but keeps the cache and the connection: emptying the
+cache under load would send every tenant's key to bcrypt at once.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ logger = logging.getLogger("quarry.keys")
 CACHE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 0.3
 TRUST_SECONDS = 1.0
+DEAD_SECONDS = 5.0
 CHANNEL = "quarry_api_keys"
 TOUCH_INTERVAL_SECONDS = 60.0
 _FIND = "select id, tenant_id, secret_hash, expires_at, revoked_at from internal.find_api_key(%s)"
@@ -248,10 +252,15 @@ class ApiKeyVerifier:
                     await conn.execute(f"listen {CHANNEL}")
                     self.invalidate()  # anything revoked while nobody was listening
                     while True:
+                        sent = time.monotonic()
+                        # A slow answer (a busy event loop, a busy server) only lets the trust lapse
+                        # until it comes, with the cache kept: the connection is given up (and the
+                        # cache emptied) only when it stays silent for DEAD_SECONDS.
                         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-                        async with asyncio.timeout(TRUST_SECONDS):
+                        async with asyncio.timeout(DEAD_SECONDS):
                             await conn.execute("select 1")
-                        self._confirmed_at = time.monotonic()
+                        # Every revoke committed before the ping was sent has been applied.
+                        self._confirmed_at = sent
                         await asyncio.sleep(HEARTBEAT_SECONDS)
             except (psycopg.Error, OSError, TimeoutError) as error:
                 logger.warning("API key revocation listener lost its connection (%s); retrying", type(error).__name__)
