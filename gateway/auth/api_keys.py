@@ -13,9 +13,10 @@ Checking a key is bounded before it starts (the cache is consulted first, so
 a verified key never meets these):
 - requests with the very same key while it is being checked share that
   check (one lookup, one bcrypt);
-- one check at a time per lookup id and at most CHECKS_IN_FLIGHT_PER_CLIENT
-  per client address; a lookup id with `failures_per_key` failed checks in
-  the window is refused until the window ends (429, no database, no bcrypt),
+- one check at a time per lookup id and per client address (so one client
+  cannot hold both bcrypt threads: another tenant's check finds one free);
+  a lookup id with `failures_per_key` failed checks in the window is
+  refused until the window ends (429, no database, no bcrypt),
   whether the id exists or not, so the refusal says only that recent
   attempts with this id failed, never whether it names a key;
 - at most `threads + queue` checks in progress on the gateway; beyond that,
@@ -74,7 +75,7 @@ _TOUCH = "select internal.touch_api_key(%s)"
 # A bcrypt hash (cost 10, as issued) of a secret no key can have: the first
 # timing of bcrypt, before any real key has been checked.
 _CALIBRATION_HASH = b"$2a$10$8LaySKrW4a9oMCklWZTLRuK6vkCsZQ4.wu6qPACRXKwG0fdksVAj."
-CHECKS_IN_FLIGHT_PER_CLIENT = 2
+CHECKS_IN_FLIGHT_PER_CLIENT = 1
 MAX_THROTTLED_LOOKUP_IDS = 50_000
 
 

@@ -10,7 +10,8 @@ least recently used dropped first, so an attacker rotating addresses or
 lookup ids cannot grow it (dropping a record forgets its count, which is the
 price of a bound).
 
-A throttled refusal is held for HOLD_SECONDS before it is answered (at most
+A throttled refusal is held for about HOLD_SECONDS (0.5x to 1.5x, so that a
+flood's connections do not come back in step) before it is answered (at most
 MAX_HELD at once; beyond, answered at once): a flood's clients retry as soon
 as they are answered, so holding them turns hundreds of refusals a second per
 connection into one, and a sleeping request costs no CPU.  Without it, a
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
+import random
 import sys
 import time
 from collections import OrderedDict
@@ -69,7 +71,7 @@ class Tarpit:
             return
         self.held += 1
         try:
-            await asyncio.sleep(self.hold_seconds)
+            await asyncio.sleep(self.hold_seconds * random.uniform(0.5, 1.5))  # noqa: S311 - timing, not secrets
         finally:
             self.held -= 1
 

