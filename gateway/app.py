@@ -12,10 +12,11 @@ from starlette.middleware import Middleware
 
 from gateway import openapi
 from gateway.account import endpoints as account
-from gateway.auth.api_keys import ApiKeyVerifier, stop_listening
+from gateway.auth.api_keys import CHECKS_IN_FLIGHT_PER_CLIENT, ApiKeyVerifier, KeyCheckLimits, stop_listening
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jwt import JwtVerifier
 from gateway.auth.rate_limits import RateLimiter
+from gateway.auth.throttles import Tarpit, WindowThrottle
 from gateway.billing import endpoints as billing
 from gateway.documents import endpoints as documents
 from gateway.errors import install_error_handlers
@@ -39,6 +40,8 @@ RESOURCES: tuple[Resource, ...] = (
     *search.resources,
 )
 
+MAX_THROTTLED_ADDRESSES = 50_000
+
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
@@ -60,7 +63,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.blobs = core.blobs
         app.state.index = core.index
         app.state.rate_limiter = RateLimiter(database, enabled=settings.rate_limits)
-        app.state.key_verifier = ApiKeyVerifier(database, settings.database_url)
+        app.state.failed_authentications = WindowThrottle(
+            limit=settings.auth_failures_per_address,
+            window_seconds=settings.auth_failure_window_seconds,
+            max_in_flight=CHECKS_IN_FLIGHT_PER_CLIENT,
+            max_keys=MAX_THROTTLED_ADDRESSES,
+            refusal="Too many failed authentications from this address",
+        )
+        app.state.tarpit = Tarpit()
+        app.state.openapi_readers = WindowThrottle(
+            limit=settings.openapi_reads_per_minute,
+            window_seconds=60,
+            max_keys=MAX_THROTTLED_ADDRESSES,
+            refusal="This address has read /openapi.json too often",
+            limit_name="openapi_reads_per_minute",
+        )
+        app.state.key_verifier = ApiKeyVerifier(
+            database,
+            settings.database_url,
+            clients=app.state.failed_authentications,
+            limits=KeyCheckLimits(
+                threads=settings.bcrypt_threads,
+                queue=settings.bcrypt_queue,
+                failures_per_key=settings.auth_failures_per_key,
+                window_seconds=settings.auth_failure_window_seconds,
+            ),
+        )
         app.state.verifier = JwtVerifier(
             jwks,
             issuer=settings.jwt_issuer,

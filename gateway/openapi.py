@@ -19,6 +19,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.responses import Response
 
+from gateway.auth.authenticate import caller_address
+from gateway.auth.throttles import Tarpit, WindowThrottle
 from gateway.operations import (
     JSON_MEDIA_TYPE,
     PROBLEM_MEDIA_TYPE,
@@ -125,12 +127,21 @@ class OpenApiDocument:
                 summary="This document: the OpenAPI 3.1 description of every route",
                 public=True,
                 replies={200: Reply("OpenAPI 3.1 document.", media_type=JSON_MEDIA_TYPE, schema={"type": "object"})},
+                problems={429: "Read too often from this address (it never changes while a gateway runs)."},
             ),
         )
         self.document = build([*resources, self.resource])
         self._body = json.dumps(self.document, separators=(",", ":")).encode()
 
     async def serve(self, call: Call) -> Response:
+        # Counted per address: cheap as it is, a public route read in a loop by many clients
+        # otherwise keeps the event loop from everything else.
+        readers: WindowThrottle = call.request.app.state.openapi_readers
+        tarpit: Tarpit = call.request.app.state.tarpit
+        address = caller_address(call.request)
+        async with tarpit.holding_refusals():
+            readers.check(address)
+        readers.count(address)
         return Response(self._body, media_type=JSON_MEDIA_TYPE)
 
 

@@ -61,6 +61,14 @@ class Settings:
     extract_processes: int = 2
     extract_timeout_seconds: int = 60
     extract_max_text_chars: int = 8_000_000
+    trusted_proxy_header: str | None = None
+    trusted_proxy_hops: int = 1
+    auth_failures_per_address: int = 20
+    auth_failures_per_key: int = 5
+    auth_failure_window_seconds: int = 60
+    bcrypt_threads: int = 2
+    bcrypt_queue: int = 16
+    openapi_reads_per_minute: int = 30
 
     @property
     def is_production(self) -> bool:
@@ -162,7 +170,25 @@ class Settings:
             extract_processes=extract_processes,
             extract_timeout_seconds=positive_int(env, "EXTRACT_TIMEOUT_SECONDS", 60),
             extract_max_text_chars=positive_int(env, "EXTRACT_MAX_TEXT_CHARS", 8_000_000),
+            trusted_proxy_header=trusted_proxy_header(env),
+            trusted_proxy_hops=positive_int(env, "TRUSTED_PROXY_HOPS", 1),
+            auth_failures_per_address=positive_int(env, "AUTH_FAILURES_PER_ADDRESS", 20),
+            auth_failures_per_key=positive_int(env, "AUTH_FAILURES_PER_KEY", 5),
+            auth_failure_window_seconds=positive_int(env, "AUTH_FAILURE_WINDOW_SECONDS", 60),
+            bcrypt_threads=positive_int(env, "BCRYPT_THREADS", 2),
+            bcrypt_queue=positive_int(env, "BCRYPT_QUEUE", 16),
+            openapi_reads_per_minute=positive_int(env, "OPENAPI_READS_PER_MINUTE", 30),
         )
+
+
+def trusted_proxy_header(env: Mapping[str, str]) -> str | None:
+    """The header whose entries the proxies in front append the peer they saw to (None: no proxy)."""
+    name = env.get("TRUSTED_PROXY_HEADER", "").strip()
+    if not name:
+        return None
+    if not all(char.isalnum() or char == "-" for char in name):
+        raise SettingsError(f"TRUSTED_PROXY_HEADER must be a header name such as X-Forwarded-For, not {name!r}")
+    return name.lower()
 
 
 def choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:

@@ -9,14 +9,36 @@ check, and an unknown lookup id waits as long as bcrypt takes (measured as
 it runs) without spending the CPU, so forged keys cannot make the gateway
 hash.  The checksum is public arithmetic: failing it fast reveals nothing.
 
+Checking a key is bounded before it starts (the cache is consulted first, so
+a verified key never meets these):
+- requests with the very same key while it is being checked share that
+  check (one lookup, one bcrypt);
+- one check at a time per lookup id and per client address (so one client
+  cannot hold both bcrypt threads: another tenant's check finds one free);
+  a lookup id with `failures_per_key` failed checks in the window is
+  refused until the window ends (429, no database, no bcrypt),
+  whether the id exists or not, so the refusal says only that recent
+  attempts with this id failed, never whether it names a key;
+- at most `threads + queue` checks in progress on the gateway; beyond that,
+  503 with Retry-After (every kind of check alike, unknown ids included, so
+  saturation does not tell them apart).
+The trade-off: anyone who knows a key's lookup id (it is in the key, not a
+secret) can, by failing with it, keep that key out of a gateway on which it
+is not cached yet for a window at a time.  The owner's cached key keeps
+working, the lockout ends with the window, and the attacker's own address
+is throttled meanwhile (gateway/auth/authenticate.py).
+
 A success is cached for CACHE_SECONDS (never past the key's expiry), keyed by
 a SHA-256 of the key.  A trigger NOTIFYs `quarry_api_keys` on revoke or
 delete; each gateway LISTENs on a connection of its own and pings it every
 HEARTBEAT_SECONDS.  Notifications arrive in order before a ping's answer, so
-when a ping returns, every revoke committed before it has been applied; the
-cache is trusted only within TRUST_SECONDS of the last ping.  A dead or
-silent connection therefore stops the cache within a second, and the gateway
-verifies every key afresh until it is back.
+when a ping returns, every revoke committed before it was sent has been
+applied; the cache is trusted only within TRUST_SECONDS of sending the last
+answered ping.  A dead or silent connection therefore stops the cache within
+a second, and the gateway verifies every key afresh until it is back.  A ping
+that is merely slow (the event loop or the server busy) lets the trust lapse
+until it is answered but keeps the cache and the connection: emptying the
+cache under load would send every tenant's key to bcrypt at once.
 """
 
 from __future__ import annotations
@@ -26,6 +48,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,8 +56,9 @@ from datetime import datetime
 import bcrypt
 import psycopg
 
+from gateway.auth.throttles import WindowThrottle
 from quarry.db import TenantDatabase
-from quarry.errors import Unauthorized
+from quarry.errors import QuarryError, Unauthorized, Unavailable
 from quarry.keys.format import parse_api_key
 from quarry.principal import Principal
 
@@ -43,6 +67,7 @@ logger = logging.getLogger("quarry.keys")
 CACHE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 0.3
 TRUST_SECONDS = 1.0
+DEAD_SECONDS = 5.0
 CHANNEL = "quarry_api_keys"
 TOUCH_INTERVAL_SECONDS = 60.0
 _FIND = "select id, tenant_id, secret_hash, expires_at, revoked_at from internal.find_api_key(%s)"
@@ -50,6 +75,8 @@ _TOUCH = "select internal.touch_api_key(%s)"
 # A bcrypt hash (cost 10, as issued) of a secret no key can have: the first
 # timing of bcrypt, before any real key has been checked.
 _CALIBRATION_HASH = b"$2a$10$8LaySKrW4a9oMCklWZTLRuK6vkCsZQ4.wu6qPACRXKwG0fdksVAj."
+CHECKS_IN_FLIGHT_PER_CLIENT = 1
+MAX_THROTTLED_LOOKUP_IDS = 50_000
 
 
 def invalid_key() -> Unauthorized:
@@ -63,22 +90,74 @@ class _Entry:
     touched_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class KeyCheckLimits:
+    threads: int = 2
+    queue: int = 16
+    failures_per_key: int = 5
+    window_seconds: float = 60.0
+
+
+class BoundedBcrypt:
+    """bcrypt on its own threads, with room for `threads + queue` checks in progress and no more."""
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
+        self.capacity = threads + queue
+        self.in_progress = 0
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        if self.in_progress >= self.capacity:
+            raise Unavailable("Too many API keys are being checked right now; try again shortly.", retry_after=1)
+        self.in_progress += 1
+        try:
+            yield
+        finally:
+            self.in_progress -= 1
+
+    async def check(self, secret: bytes, stored_hash: bytes) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _check_secret, secret, stored_hash)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 class ApiKeyVerifier:
-    def __init__(self, database: TenantDatabase, database_url: str) -> None:
+    def __init__(
+        self,
+        database: TenantDatabase,
+        database_url: str,
+        *,
+        clients: WindowThrottle,
+        limits: KeyCheckLimits | None = None,
+    ) -> None:
+        limits = limits or KeyCheckLimits()
         self._database = database
         self._database_url = database_url
         self._cache: dict[bytes, _Entry] = {}
         self._confirmed_at = -float("inf")  # monotonic time of the last answered ping
         # Bumped by every invalidation: a lookup that started before one may not cache its answer.
         self._epoch = 0
-        self._bcrypt = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
+        self._bcrypt = BoundedBcrypt(limits.threads, limits.queue)
         self._bcrypt_seconds: float | None = None
+        self._clients = clients
+        self._lookup_ids = WindowThrottle(
+            limit=limits.failures_per_key,
+            window_seconds=limits.window_seconds,
+            max_in_flight=1,
+            max_keys=MAX_THROTTLED_LOOKUP_IDS,
+            refusal="Too many failed attempts with this API key's lookup id",
+        )
+        # Checks under way, by key digest: the same key sent again meanwhile waits for the answer.
+        self._flights: dict[bytes, asyncio.Future[Principal]] = {}
 
     @property
     def cache_trusted(self) -> bool:
         return time.monotonic() - self._confirmed_at <= TRUST_SECONDS
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str, client: str) -> Principal:
+        """The key's principal; `client` (its address) is what the per-client limit counts."""
         parsed = parse_api_key(token)
         if parsed is None:
             raise invalid_key()
@@ -90,12 +169,41 @@ class ApiKeyVerifier:
                 entry.touched_at = now
                 await self._touch(entry.principal)
             return entry.principal
+        shared = self._flights.get(digest)
+        if shared is not None:
+            try:
+                return await asyncio.shield(shared)
+            except Unauthorized:
+                raise invalid_key() from None
+        with (
+            self._clients.attempt(client),
+            self._lookup_ids.attempt(parsed.lookup_id),
+            self._bcrypt.admission(),
+        ):
+            flight: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+            self._flights[digest] = flight
+            try:
+                principal = await self._verify_afresh(parsed.lookup_id, parsed.secret, digest, now)
+            except BaseException as error:
+                if isinstance(error, Unauthorized):
+                    self._lookup_ids.count(parsed.lookup_id)
+                interrupted = Unavailable("The key check was interrupted.")
+                flight.set_exception(error if isinstance(error, QuarryError) else interrupted)
+                flight.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+                raise
+            else:
+                flight.set_result(principal)
+                return principal
+            finally:
+                del self._flights[digest]
+
+    async def _verify_afresh(self, lookup_id: str, secret: str, digest: bytes, now: float) -> Principal:
         epoch = self._epoch
-        row = await self._database.fetch_one(_FIND, (parsed.lookup_id,))
+        row = await self._database.fetch_one(_FIND, (lookup_id,))
         if row is None:
             await asyncio.sleep(await self._bcrypt_duration())
             raise invalid_key()
-        matches = await self._check(parsed.secret.encode(), row["secret_hash"].encode())
+        matches = await self._check(secret.encode(), row["secret_hash"].encode())
         if not matches or row["revoked_at"] is not None or _expired(row["expires_at"], now):
             raise invalid_key()
         principal = Principal.for_api_key(row["tenant_id"], row["id"])
@@ -109,7 +217,7 @@ class ApiKeyVerifier:
 
     async def _check(self, secret: bytes, stored_hash: bytes) -> bool:
         started = time.perf_counter()
-        matches = await asyncio.get_running_loop().run_in_executor(self._bcrypt, _check_secret, secret, stored_hash)
+        matches = await self._bcrypt.check(secret, stored_hash)
         elapsed = time.perf_counter() - started
         # Follows how long bcrypt takes now (load included), for the unknown-key wait.
         previous = self._bcrypt_seconds
@@ -145,10 +253,15 @@ class ApiKeyVerifier:
                     await conn.execute(f"listen {CHANNEL}")
                     self.invalidate()  # anything revoked while nobody was listening
                     while True:
+                        sent = time.monotonic()
+                        # A slow answer (a busy event loop, a busy server) only lets the trust lapse
+                        # until it comes, with the cache kept: the connection is given up (and the
+                        # cache emptied) only when it stays silent for DEAD_SECONDS.
                         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-                        async with asyncio.timeout(TRUST_SECONDS):
+                        async with asyncio.timeout(DEAD_SECONDS):
                             await conn.execute("select 1")
-                        self._confirmed_at = time.monotonic()
+                        # Every revoke committed before the ping was sent has been applied.
+                        self._confirmed_at = sent
                         await asyncio.sleep(HEARTBEAT_SECONDS)
             except (psycopg.Error, OSError, TimeoutError) as error:
                 logger.warning("API key revocation listener lost its connection (%s); retrying", type(error).__name__)
@@ -158,7 +271,7 @@ class ApiKeyVerifier:
             await asyncio.sleep(retry_seconds)
 
     def close(self) -> None:
-        self._bcrypt.shutdown(wait=False, cancel_futures=True)
+        self._bcrypt.close()
 
 
 def _check_secret(secret: bytes, stored_hash: bytes) -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from starlette.testclient import TestClient
 
 from gateway import openapi
 from gateway.app import RESOURCES
+from gateway.auth.throttles import HOLD_SECONDS
+from tests.py.support.api import GatewayFactory, assert_problem
 
 
 def test_every_operation_is_described_with_its_problems(gateway: TestClient) -> None:
@@ -53,3 +57,18 @@ def test_the_document_is_built_once_not_per_request(gateway: TestClient, monkeyp
     monkeypatch.setattr(openapi, "build", rebuild)
     first, second = gateway.get("/openapi.json"), gateway.get("/openapi.json")
     assert first.status_code == second.status_code == 200 and first.content == second.content
+
+
+def test_reading_it_in_a_loop_is_throttled_per_address(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(OPENAPI_READS_PER_MINUTE="2", TRUSTED_PROXY_HEADER="X-Forwarded-For")
+    reader = {"X-Forwarded-For": "198.51.100.3"}
+    assert [gateway.get("/openapi.json", headers=reader).status_code for _ in range(2)] == [200, 200]
+
+    started = time.perf_counter()
+    refused = gateway.get("/openapi.json", headers=reader)
+    assert time.perf_counter() - started >= HOLD_SECONDS / 2, "held before it is answered"
+    body = assert_problem(refused, 429, "rate-limited")
+    assert body["limit"] == "openapi_reads_per_minute" and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert gateway.get("/openapi.json", headers={"X-Forwarded-For": "198.51.100.4"}).status_code == 200
+    described = gateway.get("/openapi.json", headers={"X-Forwarded-For": "198.51.100.5"}).json()
+    assert "429" in described["paths"]["/openapi.json"]["get"]["responses"]

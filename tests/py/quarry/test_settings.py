@@ -61,3 +61,20 @@ def test_the_extraction_budget_has_defaults_and_can_be_set() -> None:
 def test_a_budget_too_small_for_a_parse_process_is_refused() -> None:
     with pytest.raises(SettingsError, match="at least 320 MiB per parse process"):
         Settings.from_env({"EXTRACT_MEMORY_MIB": "1024", "EXTRACT_PROCESSES": "4"})
+
+
+def test_without_a_trusted_proxy_header_the_socket_peer_is_the_client() -> None:
+    settings = Settings.from_env({})
+    assert settings.trusted_proxy_header is None and settings.trusted_proxy_hops == 1
+    assert (settings.auth_failures_per_address, settings.auth_failures_per_key) == (20, 5)
+    proxied = Settings.from_env({"TRUSTED_PROXY_HEADER": "X-Forwarded-For", "TRUSTED_PROXY_HOPS": "2"})
+    assert (proxied.trusted_proxy_header, proxied.trusted_proxy_hops) == ("x-forwarded-for", 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TRUSTED_PROXY_HEADER", "X-Forwarded-For: 1.2.3.4"), ("TRUSTED_PROXY_HOPS", "0"), ("BCRYPT_QUEUE", "many")],
+)
+def test_bad_auth_limits_are_refused_at_start(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})

@@ -3,6 +3,7 @@ each keeps verified keys in a cache (LISTEN/NOTIFY on quarry_api_keys)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,8 +12,14 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from gateway.auth import api_keys
+from gateway.auth.api_keys import ApiKeyVerifier, stop_listening
+from gateway.auth.throttles import WindowThrottle
+from quarry.db import TenantDatabase
 from tests.py.support.admin import Admin
+from tests.py.support.api import Api, new_key
 from tests.py.support.database import DatabaseUrls, gateway_env
 from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway
@@ -93,3 +100,88 @@ def test_an_expiry_ends_a_cached_key_on_time(two_gateways: tuple[str, str], admi
 
     time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()))
     assert seconds_until_refused(second, key) < 1.0
+
+
+async def seconds_until_trusted(verifier: ApiKeyVerifier, *, limit: float) -> float:
+    started = time.monotonic()
+    while not verifier.cache_trusted:
+        assert time.monotonic() - started < limit, "the revocation listener is not trusted"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+class SlowLink:
+    """A TCP proxy to Postgres whose answers can be held back by `delay` seconds."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.delay = 0.0
+        self.connections = 0
+        self._upstream_port = upstream_port
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: bool) -> None:
+            while data := await reader.read(65536):
+                if held and self.delay:
+                    await asyncio.sleep(self.delay)
+                writer.write(data)
+            writer.close()
+
+        await asyncio.gather(
+            pump(client_reader, server_writer, held=False),
+            pump(server_reader, client_writer, held=True),
+            return_exceptions=True,
+        )
+
+    async def close(self) -> None:
+        self._server.close()
+
+
+def test_slow_heartbeats_lapse_the_trust_but_keep_the_cache_and_the_connection(
+    owner: Api, database: DatabaseUrls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, key = new_key(owner)
+    hashed: list[bytes] = []
+    real_check = api_keys._check_secret
+
+    def counted(secret: bytes, stored_hash: bytes) -> bool:
+        hashed.append(secret)
+        return real_check(secret, stored_hash)
+
+    monkeypatch.setattr(api_keys, "_check_secret", counted)
+
+    async def scenario() -> None:
+        link = SlowLink(int(conninfo_to_dict(database.gateway_url).get("port") or 5432))
+        listener_url = make_conninfo(database.gateway_url, host="127.0.0.1", port=await link.start())
+        tenant_database = TenantDatabase.connect(database.tenant_url, database.gateway_url)
+        await tenant_database.open()
+        clients = WindowThrottle(limit=100, window_seconds=60, max_keys=100, refusal="refused")
+        verifier = ApiKeyVerifier(tenant_database, listener_url, clients=clients)
+        listener = asyncio.create_task(verifier.listen())
+        try:
+            await seconds_until_trusted(verifier, limit=10)
+            await verifier.verify(key, "203.0.113.1")
+            assert len(hashed) == 1
+
+            link.delay = 1.5  # every ping answered after TRUST_SECONDS, as on a starved loop or server
+            await asyncio.sleep(1.2)
+            assert not verifier.cache_trusted, "a revoke could be missed: trusted without an answer in time"
+            await asyncio.sleep(3.0)
+            link.delay = 0.0
+            assert await seconds_until_trusted(verifier, limit=3.0) < 3.0
+            await verifier.verify(key, "203.0.113.1")
+            assert len(hashed) == 1, "the cache was emptied: the key was hashed again"
+            assert link.connections == 1, "the listener gave up a connection that was only slow"
+        finally:
+            await stop_listening(listener, verifier)
+            await tenant_database.close()
+            await link.close()
+
+    asyncio.run(scenario())
