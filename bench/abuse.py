@@ -1,0 +1,338 @@
+"""A legitimate tenant's latency while others abuse the service (OWASP API4).
+
+Starts a throwaway PostgreSQL cluster, the dev auth server, one uvicorn
+gateway and one worker (as shipped: rate limits on, the default failure
+throttles, bcrypt pool and extraction budget; the gateway trusts
+X-Forwarded-For, one hop, so that the benchmark can play the proxy and give
+each client its own address).
+
+The legitimate tenant (Enterprise, address 198.51.100.7) alternates a JWT
+search (POST /api/query, hybrid) and the first, uncached check of a fresh API
+key (GET /api/documents), first on an idle service, then while, all at once:
+
+  (a) forged API keys: 400 concurrent requests (keep-alive connections, each
+      sending its next request as soon as it is answered), half on a revoked
+      key's lookup id and half on random ones, all with valid checksums, from
+      one attacker address (quarry.dev.flood);
+  (b) 50 concurrent /openapi.json readers, the same way;
+  (c) the hostile-file suite (quarry.dev.hostile: 60 MiB of JSON, ZIP formats
+      with XML at the cap, deeply nested and huge-page PDFs, a CSV of one
+      60 MiB line, HTML of 2 million nested tags), uploaded concurrently by a
+      Pro account (so that every format reaches the parsers; Free would refuse
+      most at upload), until each is refused or has ended.
+
+The attackers run in processes of their own, so they do not slow the client
+that measures.  The gateway's RSS and the
+worker's (its parse children included) are sampled every 100 ms.
+Targets: legitimate p99 under attack <= 2x idle (the worse of search and key
+check); gateway RSS growth <= 128 MB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from _support import PYTHON, REPO_ROOT, dev_env, free_port, percentile
+
+from quarry.dev.cluster import DisposableCluster
+from quarry.dev.database import prepare_database
+from quarry.dev.flood import Flood
+from quarry.dev.hostile import write_hostile_files
+from quarry.dev.keys import mint_token
+from quarry.dev.settings import DevSettings
+from quarry.dev.users import ensure_user, set_plan
+
+DATABASE = "quarry_bench_abuse"
+LEGIT_ADDRESS = "198.51.100.7"
+SEARCHES = 150
+KEY_CHECKS = 30
+PACE_SECONDS = 0.12
+FORGERS = 400
+READERS = 50
+ATTACKER_ADDRESS = "203.0.113.66"
+ATTACK_SECONDS_MIN = 30.0
+ATTACK_SECONDS_MAX = 150.0
+QUERY = {"query": "granite quarry stone", "mode": "hybrid", "top_k": 10}
+LEGIT_TEXT = (
+    "Granite is quarried in large blocks. The quarry face is cut with wire saws and the stone is "
+    "split along its natural grain before it is dressed for building. "
+) * 40
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0.0
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return pids
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of the gateway and of the worker's process tree, sampled every 100 ms."""
+
+    def __init__(self, gateway_pid: int, worker_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.gateway_pid, self.worker_pid = gateway_pid, worker_pid
+        self.gateway_peak = self.worker_peak = 0.0
+        self.stopping = threading.Event()
+
+    def sample(self) -> tuple[float, float]:
+        return rss_mib(self.gateway_pid), sum(rss_mib(pid) for pid in process_tree(self.worker_pid))
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.1):
+            gateway, worker = self.sample()
+            self.gateway_peak = max(self.gateway_peak, gateway)
+            self.worker_peak = max(self.worker_peak, worker)
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as output:
+        child = subprocess.Popen(
+            args, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield child
+        finally:
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait(timeout=30)
+
+
+def wait_ready(url: str, child: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"{child.args!r} exited with {child.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+# --- the hostile uploads (a process of their own) ---------------------------------------------
+
+
+Outcomes = multiprocessing.Queue  # of (file name, HTTP status, body)
+
+
+def hostile_uploads(base: str, token: str, files: dict[str, str], results: Outcomes[tuple[str, int, str]]) -> None:
+    async def upload(client: httpx.AsyncClient, name: str, path: str) -> None:
+        with open(path, "rb") as content:  # noqa: ASYNC230 (the attacker's own process; blocking reads are fine)
+            try:
+                response = await client.post(
+                    "/api/documents",
+                    headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": "203.0.113.250"},
+                    files={"file": (name, content)},
+                )
+                results.put((name, response.status_code, response.text[:300]))
+            except httpx.HTTPError as error:
+                results.put((name, 0, repr(error)))
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+            await asyncio.gather(*(upload(client, name, path) for name, path in files.items()))
+
+    asyncio.run(main())
+
+
+# --- the legitimate tenant -------------------------------------------------------------------
+
+
+def legit_round(client: httpx.Client, jwt: str, keys: list[str], searches: int) -> tuple[list[float], list[float]]:
+    """searches JWT searches and len(keys) first key checks, interleaved and paced."""
+    search_ms, key_ms = [], []
+    every = max(1, searches // max(1, len(keys)))
+    pending = list(keys)
+    for index in range(searches):
+        started = time.perf_counter()
+        response = client.post("/api/query", headers={"Authorization": jwt}, json=QUERY)
+        search_ms.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        if index % every == 0 and pending:
+            key = pending.pop()
+            started = time.perf_counter()
+            response = client.get("/api/documents", headers={"Authorization": f"Bearer {key}"})
+            key_ms.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+        time.sleep(PACE_SECONDS)
+    return search_ms, key_ms
+
+
+def mint_keys(client: httpx.Client, jwt: str, count: int) -> list[str]:
+    keys = []
+    for index in range(count):
+        response = client.post("/api/keys", headers={"Authorization": jwt}, json={"name": f"legit {index}"})
+        response.raise_for_status()
+        keys.append(response.json()["key"])
+    return keys
+
+
+def wait_terminal(client: httpx.Client, token: str, ids: list[str], deadline: float) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        for document_id in ids:
+            response = client.get(f"/api/documents/{document_id}", headers={"Authorization": f"Bearer {token}"})
+            if response.status_code == 200:
+                statuses[document_id] = response.json()["status"]
+        if all(statuses.get(i) in ("failed", "ready") for i in ids):
+            break
+        time.sleep(1.0)
+    return statuses
+
+
+def main() -> None:
+    scratch_dir = tempfile.TemporaryDirectory(prefix="quarry-abuse-")
+    scratch = Path(scratch_dir.name)
+    print("writing the hostile files ...", flush=True)
+    files = {name: str(path) for name, path in write_hostile_files(scratch / "hostile").items()}
+    with DisposableCluster(free_port()) as cluster:
+        prepare_database(cluster.url(), DATABASE)
+        port = free_port()
+        env = {
+            **dev_env(DATABASE, str(scratch / "dev"), str(scratch / "data")),
+            "DATABASE_URL": cluster.url(DATABASE, "quarry_gateway"),
+            "TENANT_DATABASE_URL": cluster.url(DATABASE, "quarry_authenticator"),
+            "WORKER_DATABASE_URL": cluster.url(DATABASE, "quarry_worker"),
+            "ADMIN_DATABASE_URL": cluster.url(DATABASE),
+            "RATE_LIMITS": "on",
+            "TRUSTED_PROXY_HEADER": "X-Forwarded-For",
+            "LOG_LEVEL": "WARNING",
+        }
+        settings = DevSettings.from_env(env)
+        legit = ensure_user(settings.admin_database_url, "legit@example.com")
+        set_plan(settings.admin_database_url, legit, "enterprise")
+        attacker = ensure_user(settings.admin_database_url, "attacker@example.com")
+        set_plan(settings.admin_database_url, attacker, "pro")
+        legit_jwt = f"Bearer {mint_token(settings, legit, 'legit@example.com')}"
+        attacker_token = mint_token(settings, attacker, "attacker@example.com")
+        base = f"http://127.0.0.1:{port}"
+        gateway_args = [
+            PYTHON, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--port", str(port),
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+        with (
+            process([PYTHON, "-m", "quarry.dev", "authserver"], env, scratch / "auth.log") as auth,
+            process(gateway_args, env, scratch / "gateway.log") as gateway,
+            process([PYTHON, "-m", "worker"], env, scratch / "worker.log") as worker,
+            httpx.Client(base_url=base, timeout=120, headers={"X-Forwarded-For": LEGIT_ADDRESS}) as client,
+        ):
+            wait_ready(settings.gateway.jwks_url, auth)
+            wait_ready(f"{base}/readyz", gateway)
+            document = client.post(
+                "/api/documents",
+                headers={"Authorization": legit_jwt},
+                files={"file": ("granite.txt", LEGIT_TEXT.encode())},
+            )
+            document.raise_for_status()
+            keys = mint_keys(client, legit_jwt, 2 * KEY_CHECKS)
+            attacker_keys = mint_keys(client, f"Bearer {attacker_token}", 1)
+            attacker_key_id = client.get("/api/keys", headers={"Authorization": f"Bearer {attacker_token}"}).json()
+            revoked = attacker_key_id["data"][0]
+            client.delete(f"/api/keys/{revoked['id']}", headers={"Authorization": f"Bearer {attacker_token}"})
+            lookup_id = attacker_keys[0].split("_")[2]
+            deadline = time.monotonic() + 120
+            while (
+                client.get(f"/api/documents/{document.json()['id']}", headers={"Authorization": legit_jwt}).json()[
+                    "status"
+                ]
+                != "ready"
+            ):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the legitimate document was not ingested")
+                time.sleep(0.5)
+            legit_round(client, legit_jwt, [], 30)  # warm-up: model, pools, caches
+
+            print("idle ...", flush=True)
+            idle_search, idle_key = legit_round(client, legit_jwt, keys[:KEY_CHECKS], SEARCHES)
+
+            sampler = RssSampler(gateway.pid, worker.pid)
+            gateway_before, worker_before = sampler.sample()
+            sampler.start()
+            results: multiprocessing.Queue[tuple[str, int, str]] = multiprocessing.Queue()
+            flood = Flood(port, address=ATTACKER_ADDRESS, lookup_id=lookup_id, forgers=FORGERS, readers=READERS)
+            uploader = multiprocessing.Process(target=hostile_uploads, args=(base, attacker_token, files, results))
+            print("under attack ...", flush=True)
+            attack_started = time.monotonic()
+            flood.start()
+            uploader.start()
+            attack_search, attack_key = legit_round(client, legit_jwt, keys[KEY_CHECKS:], SEARCHES)
+            uploader.join(timeout=max(0.0, ATTACK_SECONDS_MAX - (time.monotonic() - attack_started)))
+            uploads = [results.get(timeout=5) for _ in range(results.qsize())]
+            accepted = [text for _, status, text in uploads if status == 202]
+            ids = [json.loads(text)["id"] for text in accepted if text.startswith("{")]
+            statuses = wait_terminal(
+                client, attacker_token, ids, attack_started + max(ATTACK_SECONDS_MIN, ATTACK_SECONDS_MAX)
+            )
+            # The legitimate tenant still works after the hostile files are done.
+            after_search, _ = legit_round(client, legit_jwt, [], 20)
+            forgers_saw, readers_saw = flood.stop()
+            if uploader.is_alive():
+                uploader.kill()
+            sampler.stopping.set()
+            sampler.join()
+            attack_seconds = time.monotonic() - attack_started
+
+    for label, samples in (
+        ("search idle", idle_search),
+        ("search under attack", attack_search),
+        ("search after", after_search),
+        ("key check idle", idle_key),
+        ("key check under attack", attack_key),
+    ):
+        p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+        print(f"{label:24s} p50={p50:8.1f} ms  p99={p99:8.1f} ms  n={len(samples)}")
+    for name, status, text in sorted(uploads):
+        outcome = statuses.get(json.loads(text)["id"], "?") if status == 202 else text[:120]
+        print(f"  {name:22s} {status}  {outcome}")
+    gateway_growth = sampler.gateway_peak - gateway_before
+    worker_growth = sampler.worker_peak - worker_before
+    print(
+        f"attack lasted {attack_seconds:.0f} s; gateway RSS {gateway_before:.0f} → peak {sampler.gateway_peak:.0f} MiB,"
+        f" worker (with parse children) {worker_before:.0f} → peak {sampler.worker_peak:.0f} MiB"
+    )
+    search_ratio = percentile(attack_search, 0.99) / percentile(idle_search, 0.99)
+    key_ratio = percentile(attack_key, 0.99) / percentile(idle_key, 0.99)
+    print(f"p99 ratio: search {search_ratio:.2f}, key check {key_ratio:.2f}")
+    print(f"forged-key requests got {dict(forgers_saw)}; /openapi.json readers got {dict(readers_saw)}")
+    scratch_dir.cleanup()
+    print(
+        f"abuse: legit_p99_ratio={max(search_ratio, key_ratio):.2f} key_check_p99_ms={percentile(attack_key, 0.99):.1f}"
+        f" rss_growth_mb={gateway_growth * 1.048576:.0f} worker_rss_growth_mb={worker_growth * 1.048576:.0f}"
+        " target ratio <= 2, gateway growth <= 128 MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
