@@ -10,6 +10,7 @@ trust what comes back beyond its shape.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from quarry.parsing.extract import extract
 from quarry.parsing.segments import Extracted
 
 LENGTH = struct.Struct(">Q")
+PARSE_NICENESS = 10
 
 
 def truncation_notice(max_text_chars: int) -> str:
@@ -72,6 +74,19 @@ def send(channel: BinaryIO, message: dict[str, Any]) -> None:
     channel.flush()
 
 
+def lower_cpu_priority() -> None:
+    """Parsing is batch work: where it shares cores with the gateway or the worker's embedding, the
+    kernel serves those first, so a tenant's hostile files slow its own ingest, not others' requests.
+
+    The child leads a session of its own (the pool starts it so), and with the scheduler's
+    autogroups (most Linux systems) a session's share is set by its autogroup's niceness, not by
+    the process's: both are lowered.
+    """
+    os.nice(PARSE_NICENESS)
+    with contextlib.suppress(OSError):  # no autogroups (a kernel without them, some containers)
+        Path("/proc/self/autogroup").write_text(str(PARSE_NICENESS))
+
+
 def main() -> None:
     address_space = int(sys.argv[1])
     # Replies go out on a private copy of stdout; anything a library prints lands on stderr.
@@ -79,6 +94,7 @@ def main() -> None:
     os.dup2(2, 1)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    lower_cpu_priority()
     send(channel, {"ready": True, "pid": os.getpid()})
     for line in sys.stdin.buffer:
         reply = handle(json.loads(line))

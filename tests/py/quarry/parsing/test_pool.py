@@ -17,7 +17,7 @@ from quarry.parsing import pool as pool_module
 from quarry.parsing.budget import MIB, ExtractionBudget
 from quarry.parsing.errors import UnreadableDocument
 from quarry.parsing.extract import extract
-from quarry.parsing.parse_child import truncation_notice
+from quarry.parsing.parse_child import PARSE_NICENESS, truncation_notice
 from quarry.parsing.pool import ParsePool
 from quarry.parsing.segments import Segment
 
@@ -60,6 +60,15 @@ def test_every_child_is_capped_at_its_share_of_the_budget(pool: ParsePool) -> No
         limits = Path(f"/proc/{pid}/limits").read_text()
         line = next(line for line in limits.splitlines() if line.startswith("Max address space"))
         assert line.split()[3:5] == [str(512 * MIB)] * 2
+
+
+def test_every_child_runs_at_a_lower_cpu_priority_than_the_worker(pool: ParsePool) -> None:
+    for pid in pool.child_pids():
+        niceness = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        assert niceness == os.getpriority(os.PRIO_PROCESS, 0) + PARSE_NICENESS
+        autogroup = Path(f"/proc/{pid}/autogroup")
+        if autogroup.exists():  # the scheduler weighs sessions by their autogroup's niceness
+            assert autogroup.read_text().split()[-1] == str(PARSE_NICENESS)
 
 
 def test_a_file_that_needs_more_memory_fails_and_its_child_is_replaced(pool: ParsePool, tmp_path: Path) -> None:
