@@ -9,6 +9,7 @@ document flow (quarry.documents.service), which decides everything else.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,7 @@ FILE_FIELD = "file"
 TITLE_FIELD = "title"
 TEXT_FIELDS = frozenset({TITLE_FIELD})
 MAX_TEXT_FIELD_BYTES = 4096
+PARSE_BATCH_BYTES = 1024 * 1024
 # The multipart framing around a file is small: judging the file by the body's
 # length minus this never refuses an upload that would in fact fit.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -171,6 +173,12 @@ class _UploadSink:
             self._text = None
 
 
+def _finish(parser: MultipartParser, rest: bytes) -> None:
+    if rest:
+        parser.write(rest)
+    parser.finalize()
+
+
 class MultipartUpload:
     """An HTTP multipart body (part `file`, optional `title`) as the core's FileSource."""
 
@@ -195,9 +203,15 @@ class MultipartUpload:
         sink = _UploadSink(destination, max_bytes)
         parser = MultipartParser(self._boundary, sink.callbacks())
         try:
+            # Parsing, hashing and writing run off the event loop, a batch at a time, so that
+            # large uploads do not hold up every other request the gateway is serving.
+            batch = bytearray()
             async for chunk in self._body:
-                parser.write(chunk)
-            parser.finalize()
+                batch += chunk
+                if len(batch) >= PARSE_BATCH_BYTES:
+                    await asyncio.to_thread(parser.write, bytes(batch))
+                    batch.clear()
+            await asyncio.to_thread(_finish, parser, bytes(batch))
         except QuarryError:
             raise
         except Exception:
