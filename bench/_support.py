@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from quarry.dev.cluster import DisposableCluster
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 
@@ -30,11 +32,17 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str], ready_url: str | None, timeout: float = 60.0) -> Iterator[None]:
-    """Run a server subprocess until the block ends; wait for ready_url (if any) to answer 200."""
+def server(
+    args: list[str], env: dict[str, str], ready_url: str | None, timeout: float = 60.0, *, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server subprocess until the block ends; wait for ready_url (if any) to answer 200.
+
+    Its output goes to `log` if given (else nowhere); it is killed if it does not stop within 30 s."""
+    output = log.open("wb") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(
-        args, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, start_new_session=True
-    )
+        args, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while ready_url is not None:
@@ -48,10 +56,26 @@ def server(args: list[str], env: dict[str, str], ready_url: str | None, timeout:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{ready_url} did not become ready")
             time.sleep(0.2)
-        yield
+        yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        if log is not None:
+            output.close()  # type: ignore[union-attr]
+
+
+def cluster_urls(cluster: DisposableCluster, database: str) -> dict[str, str]:
+    """The service's connection settings for a database on a disposable cluster."""
+    return {
+        "DATABASE_URL": cluster.url(database, "quarry_gateway"),
+        "TENANT_DATABASE_URL": cluster.url(database, "quarry_authenticator"),
+        "WORKER_DATABASE_URL": cluster.url(database, "quarry_worker"),
+        "ADMIN_DATABASE_URL": cluster.url(database),
+    }
 
 
 def dev_env(database: str, dev_dir: str, data_dir: str) -> dict[str, str]:

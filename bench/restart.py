@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from _support import PYTHON, REPO_ROOT, dev_env, free_port
+from _support import PYTHON, REPO_ROOT, cluster_urls, dev_env, free_port
 
 from quarry.dev.cluster import DisposableCluster
 from quarry.dev.database import prepare_database
@@ -115,10 +115,7 @@ def main() -> None:
         prepare_database(cluster.url(), DATABASE)
         env = {
             **dev_env(DATABASE, f"{scratch}/dev", f"{scratch}/data"),
-            "DATABASE_URL": cluster.url(DATABASE, "quarry_gateway"),
-            "TENANT_DATABASE_URL": cluster.url(DATABASE, "quarry_authenticator"),
-            "WORKER_DATABASE_URL": cluster.url(DATABASE, "quarry_worker"),
-            "ADMIN_DATABASE_URL": cluster.url(DATABASE),
+            **cluster_urls(cluster, DATABASE),
             "RATE_LIMITS": "on",
         }
         settings = DevSettings.from_env(env)

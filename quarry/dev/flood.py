@@ -49,6 +49,10 @@ class Flood:
     def start(self) -> None:
         self._process.start()
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     def stop(self) -> tuple[Statuses, Statuses]:
         """The statuses the forgers and the readers got."""
         self._stop.set()
