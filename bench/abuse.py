@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import tempfile
 import threading
 import time
@@ -52,6 +51,7 @@ from quarry.dev.hostile import write_hostile_files
 from quarry.dev.keys import mint_token
 from quarry.dev.settings import DevSettings
 from quarry.dev.users import ensure_user, set_plan
+from quarry.priority import lower_cpu_priority
 
 DATABASE = "quarry_bench_abuse"
 LEGIT_ADDRESS = "198.51.100.7"
@@ -121,6 +121,8 @@ Outcomes = multiprocessing.Queue  # of (file name, HTTP status, body)
 
 
 def hostile_uploads(base: str, token: str, files: dict[str, str], results: Outcomes[tuple[str, int, str]]) -> None:
+    lower_cpu_priority(ATTACKER_NICENESS, own_session=True)
+
     async def upload(client: httpx.AsyncClient, name: str, path: str) -> None:
         with open(path, "rb") as content:  # noqa: ASYNC230 (the attacker's own process; blocking reads are fine)
             try:
@@ -260,7 +262,10 @@ def main() -> None:
             gateway_before, worker_before = sampler.sample()
             sampler.start()
             results: multiprocessing.Queue[tuple[str, int, str]] = multiprocessing.Queue()
-            flood = Flood(port, address=ATTACKER_ADDRESS, lookup_id=lookup_id, forgers=FORGERS, readers=READERS)
+            flood = Flood(
+                port, address=ATTACKER_ADDRESS, lookup_id=lookup_id, forgers=FORGERS, readers=READERS,
+                niceness=ATTACKER_NICENESS,
+            )  # fmt: skip
             uploader = multiprocessing.Process(target=hostile_uploads, args=(base, attacker_token, files, results))
             print("under attack ...", flush=True)
             attack_started = time.monotonic()
@@ -268,9 +273,6 @@ def main() -> None:
                 flood.start()
             if "hostile" in attacks:
                 uploader.start()
-            for attacker_pid in (flood.pid, uploader.pid):  # the attackers' CPU is not the service's
-                if attacker_pid is not None:
-                    os.setpriority(os.PRIO_PROCESS, attacker_pid, ATTACKER_NICENESS)
             attack_search, attack_key = legit_round(client, legit_jwt, keys[KEY_CHECKS:], SEARCHES)
             if "hostile" in attacks:
                 uploader.join(timeout=max(0.0, ATTACK_SECONDS_MAX - (time.monotonic() - attack_started)))

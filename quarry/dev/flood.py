@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from quarry.keys.format import BASE62, checksum
+from quarry.priority import lower_cpu_priority
 
 if TYPE_CHECKING:
     import multiprocessing.synchronize
@@ -38,12 +39,25 @@ class Flood:
     """`forgers` concurrent forged-key requests (half on `lookup_id`, if given) and `readers`
     concurrent /openapi.json readers against 127.0.0.1:`port`, from `start()` until `stop()`."""
 
-    def __init__(self, port: int, *, address: str, lookup_id: str | None, forgers: int = 400, readers: int = 50):
+    def __init__(
+        self,
+        port: int,
+        *,
+        address: str,
+        lookup_id: str | None,
+        forgers: int = 400,
+        readers: int = 50,
+        niceness: int | None = None,
+    ):
+        """`niceness`: run the flood at that lower CPU priority, in a session of its own (as if from
+        another machine: on a small one the attacker's CPU would otherwise be the service's)."""
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self._results: Queue[tuple[Statuses, Statuses]] = context.Queue()
         self._process = context.Process(
-            target=_run, args=(port, address, lookup_id, forgers, readers, self._stop, self._results), daemon=True
+            target=_run,
+            args=(port, address, lookup_id, forgers, readers, niceness, self._stop, self._results),
+            daemon=True,
         )
 
     def start(self) -> None:
@@ -77,9 +91,13 @@ def _run(
     lookup_id: str | None,
     forgers: int,
     readers: int,
+    niceness: int | None,
     stop: multiprocessing.synchronize.Event,
     results: Queue[tuple[Statuses, Statuses]],
 ) -> None:
+    if niceness is not None:
+        lower_cpu_priority(niceness, own_session=True)
+
     async def client(path: str, headers: Callable[[], str], statuses: Statuses) -> None:
         while not stop.is_set():
             try:

@@ -10,7 +10,6 @@ trust what comes back beyond its shape.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from typing import Any, BinaryIO
 from quarry.parsing.errors import UnreadableDocument
 from quarry.parsing.extract import extract
 from quarry.parsing.segments import Extracted
+from quarry.priority import lower_cpu_priority
 
 LENGTH = struct.Struct(">Q")
 PARSE_NICENESS = 10
@@ -74,19 +74,6 @@ def send(channel: BinaryIO, message: dict[str, Any]) -> None:
     channel.flush()
 
 
-def lower_cpu_priority() -> None:
-    """Parsing is batch work: where it shares cores with the gateway or the worker's embedding, the
-    kernel serves those first, so a tenant's hostile files slow its own ingest, not others' requests.
-
-    The child leads a session of its own (the pool starts it so), and with the scheduler's
-    autogroups (most Linux systems) a session's share is set by its autogroup's niceness, not by
-    the process's: both are lowered.
-    """
-    os.nice(PARSE_NICENESS)
-    with contextlib.suppress(OSError):  # no autogroups (a kernel without them, some containers)
-        Path("/proc/self/autogroup").write_text(str(PARSE_NICENESS))
-
-
 def main() -> None:
     address_space = int(sys.argv[1])
     # Replies go out on a private copy of stdout; anything a library prints lands on stderr.
@@ -94,7 +81,10 @@ def main() -> None:
     os.dup2(2, 1)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    lower_cpu_priority()
+    # Parsing is batch work: where it shares cores with the gateway or the worker's embedding, the
+    # kernel serves those first, so a tenant's hostile files slow its own ingest, not others' requests.
+    # The pool starts each child in a session of its own.
+    lower_cpu_priority(PARSE_NICENESS)
     send(channel, {"ready": True, "pid": os.getpid()})
     for line in sys.stdin.buffer:
         reply = handle(json.loads(line))
