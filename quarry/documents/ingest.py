@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from psycopg.types.json import Jsonb
 
@@ -35,6 +33,7 @@ from quarry.parsing.pool import ParsePool
 from quarry.parsing.segments import Extracted
 from quarry.parsing.sniff import FORMATS
 from quarry.storage.blobs import BlobNotFound, BlobStore, blob_key
+from quarry.storage.scratch import scratch_directory
 
 logger = logging.getLogger("quarry.quarry.documents.ingest")
 
@@ -122,8 +121,8 @@ class IngestPipeline:
         fmt = FORMAT_BY_MIME_TYPE.get(mime_type)
         if fmt is None:
             raise UnreadableDocument(f"Documents of type {mime_type} cannot be processed.")
-        with tempfile.TemporaryDirectory(prefix="quarry-ingest-") as workdir:
-            path = Path(workdir) / "original"
+        async with scratch_directory("quarry-ingest-") as workdir:
+            path = workdir / "original"
             try:
                 await asyncio.to_thread(self._blobs.download_to, key, path)
             except BlobNotFound:

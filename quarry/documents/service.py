@@ -22,7 +22,6 @@ import binascii
 import json
 import logging
 import re
-import tempfile
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from quarry.errors import Conflict, DatabaseUnavailable, Invalid, NotFound, Payl
 from quarry.idempotency import Created, Idempotency, fingerprint
 from quarry.parsing.sniff import Sniffed, sniff
 from quarry.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
+from quarry.storage.scratch import scratch_directory
 
 logger = logging.getLogger("quarry.documents")
 
@@ -122,8 +122,8 @@ class DocumentService:
         """
         async with session.transaction() as conn:
             allowance = await upload_allowance(conn, source.expected_bytes)
-        with tempfile.TemporaryDirectory(prefix="quarry-upload-") as workdir:
-            incoming = await self._receive(session, source, Path(workdir) / "upload", allowance)
+        async with scratch_directory("quarry-upload-") as workdir:
+            incoming = await self._receive(session, source, workdir / "upload", allowance)
             sniffed = await asyncio.to_thread(sniff, incoming.path, incoming.filename)
             async with session.transaction() as conn:
                 await conn.execute("select internal.precheck_format(%s)", (sniffed.mime_type,), prepare=True)
