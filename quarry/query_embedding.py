@@ -61,11 +61,14 @@ class ExportedModel:
     model_name: str
 
     @classmethod
-    def read(cls, meta_path: Path) -> ExportedModel:
+    def read(cls, meta_path: Path, model_dir: Path) -> ExportedModel:
+        """An export made earlier of the model now in model_dir (the fingerprint in meta_path's
+        name says its files are the same).  The tokenizer is read from model_dir, never from the
+        directory the export was made from: that may have been another checkout, long deleted."""
         meta = json.loads(meta_path.read_text())
         return cls(
             onnx_path=meta_path.with_suffix(".onnx"),
-            tokenizer_path=Path(meta["tokenizer_path"]),
+            tokenizer_path=model_dir / "tokenizer.json",
             inputs=tuple(meta["inputs"]),
             max_tokens=int(meta["max_tokens"]),
             pad_id=int(meta["pad_id"]),
@@ -167,7 +170,6 @@ def export(model_dir: Path, meta_path: Path) -> ExportedModel:
     finally:
         partial.unlink(missing_ok=True)
     meta = {
-        "tokenizer_path": str(exported.tokenizer_path),
         "inputs": list(inputs),
         "max_tokens": exported.max_tokens,
         "pad_id": exported.pad_id,
@@ -291,7 +293,7 @@ def _load(model_dir: Path | None, cache_dir: Path) -> tuple[str, Callable[[Seque
     try:
         meta_path = cache_dir / f"{directory.name}-{model_fingerprint(directory)}.json"
         if meta_path.is_file() and meta_path.with_suffix(".onnx").is_file():
-            exported = ExportedModel.read(meta_path)
+            exported = ExportedModel.read(meta_path, directory)
         else:
             logger.info("exporting %s to ONNX for query embedding (once per model)", directory.name)
             exported = export(directory, meta_path)

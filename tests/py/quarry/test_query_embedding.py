@@ -66,6 +66,27 @@ def test_the_export_is_cached_under_a_fingerprint_of_the_model(
     assert QueryEmbedder(None, cache_dir).backend == "onnx"
 
 
+def test_an_export_made_from_a_checkout_since_deleted_still_serves(
+    onnx_embedder: QueryEmbedder, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is shared by every checkout on the machine; the model's files are found where
+    they are now, not where the checkout that exported them had them."""
+    (meta,) = cache_dir.glob("*.json")
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    old_entry = {**json.loads(meta.read_text()), "tokenizer_path": "/gone/checkout/.venv/model/tokenizer.json"}
+    (shared / meta.name).write_text(json.dumps(old_entry))
+    (shared / meta.with_suffix(".onnx").name).write_bytes(meta.with_suffix(".onnx").read_bytes())
+
+    def no_export(*_: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(query_embedding, "export", no_export)
+    embedder = QueryEmbedder(None, shared)
+    assert embedder.backend == "onnx"
+    assert embedder.embed("granite") == onnx_embedder.embed("granite")
+
+
 def test_an_unfaithful_export_is_discarded_for_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(query_embedding, "MAX_ABS_DIFFERENCE", -1.0)
     embedder = QueryEmbedder(None, tmp_path)
