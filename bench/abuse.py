@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import multiprocessing
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -47,8 +46,9 @@ from _support import PYTHON, cluster_urls, dev_env, free_port, percentile, serve
 from quarry.dev.cluster import DisposableCluster
 from quarry.dev.database import prepare_database
 from quarry.dev.flood import Flood
-from quarry.dev.hostile import write_hostile_files
+from quarry.dev.hostile import MIB, write_hostile_files
 from quarry.dev.keys import mint_token
+from quarry.dev.memory import PeakRss
 from quarry.dev.settings import DevSettings
 from quarry.dev.users import ensure_user, set_plan
 from quarry.priority import lower_cpu_priority
@@ -70,48 +70,6 @@ LEGIT_TEXT = (
     "Granite is quarried in large blocks. The quarry face is cut with wire saws and the stone is "
     "split along its natural grain before it is dressed for building. "
 ) * 40
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0.0
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-    return pids
-
-
-class RssSampler(threading.Thread):
-    """Peak RSS of the gateway and of the worker's process tree, sampled every 100 ms."""
-
-    def __init__(self, gateway_pid: int, worker_pid: int) -> None:
-        super().__init__(daemon=True)
-        self.gateway_pid, self.worker_pid = gateway_pid, worker_pid
-        self.gateway_peak = self.worker_peak = 0.0
-        self.stopping = threading.Event()
-
-    def sample(self) -> tuple[float, float]:
-        return rss_mib(self.gateway_pid), sum(rss_mib(pid) for pid in process_tree(self.worker_pid))
-
-    def run(self) -> None:
-        while not self.stopping.wait(0.1):
-            gateway, worker = self.sample()
-            self.gateway_peak = max(self.gateway_peak, gateway)
-            self.worker_peak = max(self.worker_peak, worker)
 
 
 # --- the hostile uploads (a process of their own) ---------------------------------------------
@@ -258,34 +216,31 @@ def main() -> None:
             print("idle ...", flush=True)
             idle_search, idle_key = legit_round(client, legit_jwt, keys[:KEY_CHECKS], SEARCHES)
 
-            sampler = RssSampler(gateway.pid, worker.pid)
-            gateway_before, worker_before = sampler.sample()
-            sampler.start()
-            results: multiprocessing.Queue[tuple[str, int, str]] = multiprocessing.Queue()
-            flood = Flood(
-                port, address=ATTACKER_ADDRESS, lookup_id=lookup_id, forgers=FORGERS, readers=READERS,
-                niceness=ATTACKER_NICENESS,
-            )  # fmt: skip
-            uploader = multiprocessing.Process(target=hostile_uploads, args=(base, attacker_token, files, results))
-            print("under attack ...", flush=True)
-            attack_started = time.monotonic()
-            if "flood" in attacks:
-                flood.start()
-            if "hostile" in attacks:
-                uploader.start()
-            attack_search, attack_key = legit_round(client, legit_jwt, keys[KEY_CHECKS:], SEARCHES)
-            if "hostile" in attacks:
-                uploader.join(timeout=max(0.0, ATTACK_SECONDS_MAX - (time.monotonic() - attack_started)))
-            uploads = [results.get(timeout=5) for _ in range(results.qsize())]
-            ids = [outcome for _, status, outcome in uploads if status == 202]
-            statuses = wait_terminal(settings.admin_database_url, ids, attack_started + ATTACK_SECONDS_MAX)
-            # The legitimate tenant still works after the hostile files are done.
-            after_search, _ = legit_round(client, legit_jwt, [], 20)
-            forgers_saw, readers_saw = flood.stop() if "flood" in attacks else (Counter(), Counter())
-            if uploader.is_alive():
-                uploader.kill()
-            sampler.stopping.set()
-            sampler.join()
+            sampler = PeakRss(gateway.pid, worker.pid, interval=0.1)
+            with sampler.running():
+                results: multiprocessing.Queue[tuple[str, int, str]] = multiprocessing.Queue()
+                flood = Flood(
+                    port, address=ATTACKER_ADDRESS, lookup_id=lookup_id, forgers=FORGERS, readers=READERS,
+                    niceness=ATTACKER_NICENESS,
+                )  # fmt: skip
+                uploader = multiprocessing.Process(target=hostile_uploads, args=(base, attacker_token, files, results))
+                print("under attack ...", flush=True)
+                attack_started = time.monotonic()
+                if "flood" in attacks:
+                    flood.start()
+                if "hostile" in attacks:
+                    uploader.start()
+                attack_search, attack_key = legit_round(client, legit_jwt, keys[KEY_CHECKS:], SEARCHES)
+                if "hostile" in attacks:
+                    uploader.join(timeout=max(0.0, ATTACK_SECONDS_MAX - (time.monotonic() - attack_started)))
+                uploads = [results.get(timeout=5) for _ in range(results.qsize())]
+                ids = [outcome for _, status, outcome in uploads if status == 202]
+                statuses = wait_terminal(settings.admin_database_url, ids, attack_started + ATTACK_SECONDS_MAX)
+                # The legitimate tenant still works after the hostile files are done.
+                after_search, _ = legit_round(client, legit_jwt, [], 20)
+                forgers_saw, readers_saw = flood.stop() if "flood" in attacks else (Counter(), Counter())
+                if uploader.is_alive():
+                    uploader.kill()
             attack_seconds = time.monotonic() - attack_started
 
     for label, samples in (
@@ -300,11 +255,10 @@ def main() -> None:
     for name, status, text in sorted(uploads):
         outcome = statuses.get(text, "?") if status == 202 else text[:120]
         print(f"  {name:22s} {status}  {outcome}")
-    gateway_growth = sampler.gateway_peak - gateway_before
-    worker_growth = sampler.worker_peak - worker_before
     print(
-        f"attack lasted {attack_seconds:.0f} s; gateway RSS {gateway_before:.0f} → peak {sampler.gateway_peak:.0f} MiB,"
-        f" worker (with parse children) {worker_before:.0f} → peak {sampler.worker_peak:.0f} MiB"
+        f"attack lasted {attack_seconds:.0f} s; gateway RSS {sampler.gateway_base / MIB:.0f}"
+        f" → peak {sampler.gateway_peak / MIB:.0f} MiB, worker (with parse children)"
+        f" {sampler.worker_base / MIB:.0f} → peak {sampler.worker_peak / MIB:.0f} MiB"
     )
     search_ratio = percentile(attack_search, 0.99) / percentile(idle_search, 0.99)
     key_ratio = percentile(attack_key, 0.99) / percentile(idle_key, 0.99)
@@ -313,7 +267,7 @@ def main() -> None:
     scratch_dir.cleanup()
     print(
         f"abuse: legit_p99_ratio={max(search_ratio, key_ratio):.2f} key_check_p99_ms={percentile(attack_key, 0.99):.1f}"
-        f" rss_growth_mb={gateway_growth * 1.048576:.0f} worker_rss_growth_mb={worker_growth * 1.048576:.0f}"
+        f" rss_growth_mb={sampler.gateway_growth / 1e6:.0f} worker_rss_growth_mb={sampler.worker_growth / 1e6:.0f}"
         " target ratio <= 2, gateway growth <= 128 MB"
     )
 

@@ -10,12 +10,9 @@ RSS and the worker's (its parse children included) are sampled throughout.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import psycopg
 import pytest
 
 from quarry.dev.hostile import MIB, write_hostile_files
+from quarry.dev.memory import PeakRss, descendants
 from tests.py.support.admin import Admin
 from tests.py.support.api import FIXTURES
 from tests.py.support.database import DatabaseUrls, gateway_env
@@ -36,64 +34,6 @@ pytestmark = pytest.mark.slow
 EXTRACT_MEMORY_MIB = 1024
 GATEWAY_GROWTH_LIMIT = 128 * 1000 * 1000
 FREE_FORMATS = (".pdf", ".json", ".txt", ".md")
-
-
-def rss(pid: int) -> int:
-    """Resident bytes of one process, 0 once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
-    return int(line.split()[1]) * 1024 if line else 0
-
-
-def descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                # The command may hold spaces and parentheses; the parent pid follows the last ")".
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        tree.extend(children)
-        frontier = children
-    return tree
-
-
-def tree_rss(pid: int) -> int:
-    return rss(pid) + sum(rss(child) for child in descendants(pid))
-
-
-class Sampler:
-    """The peak RSS of the gateway and of the worker's process tree, every 50 ms until stopped."""
-
-    def __init__(self, gateway_pid: int, worker_pid: int) -> None:
-        self.gateway_pid, self.worker_pid = gateway_pid, worker_pid
-        self.gateway_base, self.worker_base = rss(gateway_pid), tree_rss(worker_pid)
-        self.gateway_peak, self.worker_peak = self.gateway_base, self.worker_base
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @contextmanager
-    def running(self) -> Iterator[Sampler]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.gateway_peak = max(self.gateway_peak, rss(self.gateway_pid))
-            self.worker_peak = max(self.worker_peak, tree_rss(self.worker_pid))
-            self.samples += 1
 
 
 def gateway_pid(port: int) -> int:
@@ -167,7 +107,7 @@ def test_hostile_files_are_refused_within_the_budget_while_another_tenant_works(
             json={"query": "warm up"}, timeout=60,
         )  # fmt: skip
         assert warm.status_code == 200, warm.text
-        sampler = Sampler(gateway_pid(port), worker.pid)
+        sampler = PeakRss(gateway_pid(port), worker.pid)
         uploads: list[tuple[uuid.UUID, str, httpx.Response]] = []
         with sampler.running(), ThreadPoolExecutor(max_workers=16) as pool:
             attacks = [
