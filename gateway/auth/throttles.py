@@ -10,13 +10,16 @@ least recently used dropped first, so an attacker rotating addresses or
 lookup ids cannot grow it (dropping a record forgets its count, which is the
 price of a bound).
 
-A throttled refusal is held for about HOLD_SECONDS (0.5x to 1.5x, so that a
-flood's connections do not come back in step) before it is answered (at most
-MAX_HELD at once; beyond, answered at once): a flood's clients retry as soon
-as they are answered, so holding them turns hundreds of refusals a second per
-connection into one, and a sleeping request costs no CPU.  Without it, a
-400-connection flood of cheap 429s kept the event loop busy enough to slow
-another tenant's first key check from ~0.1 s to ~2 s.
+A throttled refusal is held before it is answered: a flood's clients retry
+as soon as they are answered, and a sleeping request costs no CPU.  The hold
+is HOLD_SECONDS, or longer when many refusals are held at once, so that all
+of them together are answered at about MAX_REFUSALS_PER_SECOND, however many
+connections a flood opens (times 0.5 to 1.5, so that they do not come back
+in step; at most MAX_HELD at once, beyond which they are answered at once).
+Without a hold, a 400-connection flood of cheap 429s kept the event loop busy
+enough to slow another tenant's first key check from ~0.1 s to ~2 s; with a
+fixed 1 s hold it still cost the gateway ~400 refusals a second, a third of
+its event loop.
 
 `client_address` names the caller: the socket peer, or, behind trusted
 proxies, the address they saw (the `hops`-th entry from the right of the
@@ -44,6 +47,7 @@ from quarry.errors import RateLimited
 
 UNKNOWN_CLIENT = "unknown"
 HOLD_SECONDS = 1.0
+MAX_REFUSALS_PER_SECOND = 50.0
 MAX_HELD = 2000
 
 
@@ -52,8 +56,15 @@ class Throttled(RateLimited):
 
 
 class Tarpit:
-    def __init__(self, *, hold_seconds: float = HOLD_SECONDS, max_held: int = MAX_HELD) -> None:
+    def __init__(
+        self,
+        *,
+        hold_seconds: float = HOLD_SECONDS,
+        max_refusals_per_second: float = MAX_REFUSALS_PER_SECOND,
+        max_held: int = MAX_HELD,
+    ) -> None:
         self.hold_seconds = hold_seconds
+        self.max_refusals_per_second = max_refusals_per_second
         self.max_held = max_held
         self.held = 0
 
@@ -66,12 +77,16 @@ class Tarpit:
             await self.hold()
             raise
 
+    def seconds(self) -> float:
+        """How long a refusal is held now: the held ones leave at about max_refusals_per_second."""
+        return max(self.hold_seconds, self.held / self.max_refusals_per_second)
+
     async def hold(self) -> None:
         if self.held >= self.max_held:
             return
         self.held += 1
         try:
-            await asyncio.sleep(self.hold_seconds * random.uniform(0.5, 1.5))  # noqa: S311 - timing, not secrets
+            await asyncio.sleep(self.seconds() * random.uniform(0.5, 1.5))  # noqa: S311 - timing, not secrets
         finally:
             self.held -= 1
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from starlette.requests import Request
 
-from gateway.auth.throttles import WindowThrottle, client_address
+from gateway.auth.throttles import Tarpit, WindowThrottle, client_address
 from quarry.errors import RateLimited
 
 
@@ -77,6 +80,23 @@ def test_the_state_is_bounded_whatever_the_number_of_keys() -> None:
                 failures.check("target")  # recently used: kept
     assert len(failures) == 100
     failures.check("target")  # the least recently used were dropped, the target among them
+
+
+def test_a_flood_of_held_refusals_is_answered_at_a_bounded_rate() -> None:
+    tarpit = Tarpit(hold_seconds=0.05, max_refusals_per_second=100)
+    assert tarpit.seconds() == 0.05  # a few refusals: the usual hold
+
+    async def flood() -> float:
+        started = time.perf_counter()
+        held = [asyncio.create_task(tarpit.hold()) for _ in range(200)]
+        await asyncio.sleep(0)
+        assert tarpit.held == 200 and tarpit.seconds() == pytest.approx(2.0)
+        await asyncio.gather(*held)
+        return time.perf_counter() - started
+
+    # 200 held at once leave over about 2 s (x0.5 to x1.5): about 100 a second, not 200 at once.
+    assert asyncio.run(flood()) >= 1.0
+    assert tarpit.held == 0
 
 
 def request(peer: str, headers: dict[str, str] | list[tuple[str, str]] | None = None) -> Request:
