@@ -30,7 +30,6 @@ from quarry.errors import NotFound, Unavailable
 # Segments of letters, digits, '_' and '-' joined by '/': no '.', so no '..' and no hidden names.
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 MAX_KEY_LENGTH = 1024  # S3's limit, in bytes (the charset is ASCII)
-_COPY_BUFFER = 1024 * 1024
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _TRANSIENT_CODES = frozenset(
@@ -101,11 +100,12 @@ def _replacing(destination: Path) -> Iterator[Path]:
 
 
 def _copy(source: Path, destination: Path, *, durable: bool) -> None:
-    with source.open("rb") as reader, destination.open("wb") as writer:
-        shutil.copyfileobj(reader, writer, _COPY_BUFFER)
-        if durable:
-            writer.flush()
-            os.fsync(writer.fileno())
+    # copyfile copies in the kernel (sendfile) without holding the GIL: a 60 MiB upload does
+    # not slow the gateway's event loop the way a copy loop of Python reads and writes does.
+    shutil.copyfile(source, destination)
+    if durable:
+        with destination.open("rb") as written:
+            os.fsync(written.fileno())
 
 
 class LocalBlobStore:
