@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,18 @@ RESOURCES: tuple[Resource, ...] = (
 )
 
 MAX_THROTTLED_ADDRESSES = 50_000
+
+
+def warm_up_then_freeze(settings: Settings) -> None:
+    """Load the query model, then exempt everything alive so far from garbage collection.
+
+    The modules, the model's tokenizer and the OpenAPI document live as long as the
+    process; left in the collector's oldest generation they made each full collection
+    take ~150 ms of the event loop under load (a search's p99), for nothing to collect.
+    """
+    warm_up_query_embedders(settings)
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -98,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         key_listener = asyncio.create_task(app.state.key_verifier.listen(), name="api-key-revocations")
         # Load (or export, the first time) the query model now rather than on the first search.
-        threading.Thread(target=warm_up_query_embedders, args=(settings,), name="query-model", daemon=True).start()
+        threading.Thread(target=warm_up_then_freeze, args=(settings,), name="query-model", daemon=True).start()
         relay_task = None
         if settings.relay_in_gateway:
             relay = OutboxRelay(
