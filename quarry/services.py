@@ -42,4 +42,5 @@ class Core:
         )
 
     def close(self) -> None:
+        self.search.close()
         self.index.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,8 @@ from quarry.search.models import (
 # scored within run-to-run noise of each other; these are the usual k and the cheaper depth.
 PREFETCH_LIMIT = 100
 RRF_K = 60
+# Concurrent searches beyond this wait for a thread; the model batches their queries anyway.
+SEARCH_THREADS = 4
 
 
 @dataclass
@@ -54,6 +57,12 @@ class SearchService:
         self._index = index
         self._model_dir = model_dir
         self._model_cache_dir = model_cache_dir
+        # Searches embed and query the index on threads of their own: in the default executor
+        # they queued behind uploads' blocking work (multipart parsing, a 60 MiB fsync).
+        self._threads = ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="search")
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True, cancel_futures=True)
 
     async def search(self, session: TenantSession, request: SearchRequest) -> SearchResponse:
         """Ranked chunks of the caller's documents; every query is logged (and metered) before any work."""
@@ -62,7 +71,9 @@ class SearchService:
         # The log is the gate (the daily quota): a refused query costs no embedding.
         async with session.transaction() as conn:
             log_id = await record_query(conn, query, request, session.principal.api_key_id)
-        hits = await asyncio.to_thread(self._embed_and_search, session.tenant_id, query, request, timings)
+        hits = await asyncio.get_running_loop().run_in_executor(
+            self._threads, self._embed_and_search, session.tenant_id, query, request, timings
+        )
         async with session.transaction() as conn:
             return await hydrate(conn, hits, query, request, log_id, timings)
 
