@@ -55,8 +55,8 @@ from quarry.priority import lower_cpu_priority
 
 DATABASE = "quarry_bench_abuse"
 LEGIT_ADDRESS = "198.51.100.7"
-SEARCHES = 150
-KEY_CHECKS = 30
+SEARCHES = 400
+KEY_CHECKS = 45
 PACE_SECONDS = 0.12
 FORGERS = 400
 READERS = 50
