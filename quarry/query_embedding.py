@@ -295,17 +295,30 @@ def _load(model_dir: Path | None, cache_dir: Path) -> tuple[str, Callable[[Seque
     directory = model_dir or packaged_model_dir()
     try:
         meta_path = cache_dir / f"{directory.name}-{model_fingerprint(directory)}.json"
-        if meta_path.is_file() and meta_path.with_suffix(".onnx").is_file():
-            exported = ExportedModel.read(meta_path, directory)
-        else:
+        onnx_embedder = _cached_onnx(directory, meta_path)
+        if onnx_embedder is None:
             logger.info("exporting %s to ONNX for query embedding (once per model)", directory.name)
-            exported = export(directory, meta_path)
-        onnx_embedder = OnnxEmbedder(exported)
+            onnx_embedder = OnnxEmbedder(export(directory, meta_path))
         return "onnx", onnx_embedder.embed, onnx_embedder.model_name
-    except (ExportUnsupported, ImportError, OSError) as error:
+    # ONNX Runtime's own errors (a model it cannot load) derive from Exception alone.
+    except Exception as error:  # whatever stops ONNX, PyTorch still serves the model
         logger.warning("query embedding falls back to PyTorch for %s: %s", directory.name, error)
     torch_embedder = DenseEmbedder(model_dir)
     return "torch", torch_embedder.embed, torch_embedder.model_name
+
+
+def _cached_onnx(directory: Path, meta_path: Path) -> OnnxEmbedder | None:
+    """The export cached by an earlier start, or None (none, or one that no longer loads: removed)."""
+    onnx_path = meta_path.with_suffix(".onnx")
+    if not (meta_path.is_file() and onnx_path.is_file()):
+        return None
+    try:
+        return OnnxEmbedder(ExportedModel.read(meta_path, directory))
+    except Exception as error:  # a damaged cache is exported again, whatever broke it
+        logger.warning("the cached ONNX export %s does not load (%s); exporting it again", onnx_path, error)
+        meta_path.unlink(missing_ok=True)
+        onnx_path.unlink(missing_ok=True)
+        return None
 
 
 _loading = threading.Lock()

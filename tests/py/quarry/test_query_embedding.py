@@ -95,6 +95,28 @@ def test_an_unfaithful_export_is_discarded_for_pytorch(tmp_path: Path, monkeypat
     assert len(embedder.embed("still answers")) == 384
 
 
+def test_a_damaged_cached_export_is_exported_again(tmp_path: Path, onnx_embedder: QueryEmbedder) -> None:
+    QueryEmbedder(None, tmp_path)
+    (cached,) = tmp_path.glob("*.onnx")
+    cached.write_bytes(b"not a model")
+    embedder = QueryEmbedder(None, tmp_path)
+    assert embedder.backend == "onnx"
+    assert embedder.embed("granite") == onnx_embedder.embed("granite")
+
+
+def test_a_model_onnx_runtime_cannot_load_is_served_by_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class RuntimeFailure(Exception):  # what onnxruntime raises derives from Exception only
+        pass
+
+    def refuse(*_: object, **__: object) -> None:
+        raise RuntimeFailure("[ONNXRuntimeError] : 1 : FAIL")
+
+    monkeypatch.setattr(query_embedding, "OnnxEmbedder", refuse)
+    embedder = QueryEmbedder(None, tmp_path)
+    assert embedder.backend == "torch"
+    assert len(embedder.embed("still answers")) == 384
+
+
 def test_a_model_with_other_pooling_is_served_by_pytorch(tmp_path: Path) -> None:
     model = tmp_path / "cls-model"
     for source in packaged_model_dir().rglob("*"):
