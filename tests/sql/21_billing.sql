@@ -4,7 +4,7 @@
 -- the gateway's and the webhook's login roles).
 begin;
 set local search_path = tests, public;
-select plan(64);
+select plan(66);
 
 select tests.create_users('a', 'b', 'c');
 select tests.set_clock('2026-03-15 12:00:00+00');
@@ -106,6 +106,15 @@ select throws_ok(
 );
 select throws_ok($$select * from internal.stripe_prices$$, '42501', null, 'nor read it');
 select is(internal.begin_checkout(), 'cus_a', 'A may check out: no live subscription yet');
+select throws_ok(
+    $$insert into app.subscriptions (tenant_id, plan_id, status, stripe_subscription_id)
+      values (auth.uid(), 'enterprise', 'active', 'sub_free_lunch')$$,
+    '42501', null, 'A cannot write its own subscription'
+);
+select throws_ok(
+    $$update app.subscription_entitlements set entitlement = 'paid' where status = 'canceled'$$,
+    '42501', null, 'nor change the entitlement rule'
+);
 
 select tests.act_as(tests.user_id('b'));
 select results_eq(
