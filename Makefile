@@ -10,13 +10,15 @@ APT_PACKAGES := postgresql-$(PG_VERSION)-pgtap libtap-parser-sourcehandler-pgtap
 STAMPS := .make
 PGTAP_DB ?= quarry_pgtap
 ADMIN_URL := postgresql://postgres@127.0.0.1:5432
+DENO := $(CURDIR)/$(VENV)/bin/deno
+WEBHOOK := supabase/functions/stripe-webhook
 
-.PHONY: help setup postgres dev db token plan test lint test-sql test-py bench lock clean
+.PHONY: help setup postgres dev db token plan test lint test-deno test-sql test-py bench lock clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: postgres $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/npm ## install everything (apt, venv, npm); idempotent
+setup: postgres $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/deno ## install everything (apt, venv, npm, the Edge Function's Deno modules); idempotent
 
 postgres: ## start the local PostgreSQL if it is down
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $(PG_VERSION) main start
@@ -40,6 +42,12 @@ $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The Edge Function's npm modules, from deno.lock, into Deno's cache: nothing downloads when it runs.
+$(STAMPS)/deno: $(STAMPS)/venv $(WEBHOOK)/deno.json $(WEBHOOK)/deno.lock
+	@mkdir -p $(STAMPS)
+	cd $(WEBHOOK) && $(DENO) install --frozen --entrypoint index.ts handler_test.ts
+	@touch $@
+
 db: setup ## create and migrate the local dev database (FRESH=1 drops it first)
 	$(PY) -m quarry.dev db $(if $(FRESH),--fresh)
 
@@ -54,13 +62,17 @@ plan: ## put a dev user on a plan: make plan USER=alice@example.com PLAN=pro
 	@test "$(origin USER)" = "command line" -a -n "$(PLAN)" || { echo "usage: make plan USER=alice@example.com PLAN=free|pro|enterprise" >&2; exit 2; }
 	@$(PY) -m quarry.dev plan "$(USER)" "$(PLAN)"
 
-test: setup lint test-sql test-py ## run every test (lint, pgTAP, pytest)
+test: setup lint test-deno test-sql test-py ## run every test (lint, Deno, pgTAP, pytest)
 
 lint: setup ## ruff, mypy and sqlfluff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/sqlfluff lint supabase/migrations sql tests/sql/helpers
+
+test-deno: setup ## the Edge Function: deno lint, fmt --check, check and test
+	cd $(WEBHOOK) && $(DENO) lint && $(DENO) fmt --check && $(DENO) check --frozen index.ts handler_test.ts \
+	  && $(DENO) test --frozen --no-prompt handler_test.ts
 
 test-sql: setup ## pgTAP through pg_prove on a fresh database, plus supabase db lint
 	$(PY) -c "from quarry.dev.database import prepare_database as p; p('$(ADMIN_URL)/postgres', '$(PGTAP_DB)', fresh=True)"

@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay_task.cancel()
                 await asyncio.gather(relay_task, return_exceptions=True)
             await asyncio.to_thread(core.close)
+            await core.billing.aclose()
             await jwks.aclose()
             await database.close()
 

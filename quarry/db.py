@@ -309,6 +309,14 @@ class TenantDatabase:
                         raise
         raise AssertionError("unreachable")
 
+    @asynccontextmanager
+    async def service_transaction(self) -> AsyncIterator[Connection]:
+        """A transaction as the process's own login role, for the privileged work that spans more than
+        one statement (billing reconciliation holds a customer's lock while it asks Stripe)."""
+        with self._translate():
+            async with self.service_pool.connection() as conn, conn.transaction():
+                yield conn
+
     async def fetch_one(self, statement: str, params: Sequence[Any] | None = None) -> DictRow | None:
         rows = await self.fetch(statement, params)
         return rows[0] if rows else None

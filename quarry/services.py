@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quarry.billing.checkout import BillingService
 from quarry.db import TenantDatabase
 from quarry.documents.service import DocumentService
 from quarry.index.handle import IndexHandle
@@ -24,6 +25,7 @@ class Core:
     index: IndexHandle
     documents: DocumentService
     search: SearchService
+    billing: BillingService
 
     @classmethod
     def build(cls, settings: Settings, database: TenantDatabase) -> Core:
@@ -39,6 +41,7 @@ class Core:
             search=SearchService(
                 index, model_dir=settings.embedding_model_dir, model_cache_dir=settings.model_cache_dir
             ),
+            billing=BillingService(database, settings.billing),
         )
 
     def close(self) -> None:

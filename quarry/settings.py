@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from quarry.parsing.budget import MIN_CHILD_MIB, ExtractionBudget
 from quarry.paths import REPO_ROOT
@@ -69,6 +70,7 @@ class Settings:
     bcrypt_threads: int = 2
     bcrypt_queue: int = 16
     openapi_reads_per_minute: int = 30
+    billing: BillingSettings | None = None
 
     @property
     def is_production(self) -> bool:
@@ -178,7 +180,89 @@ class Settings:
             bcrypt_threads=positive_int(env, "BCRYPT_THREADS", 2),
             bcrypt_queue=positive_int(env, "BCRYPT_QUEUE", 16),
             openapi_reads_per_minute=positive_int(env, "OPENAPI_READS_PER_MINUTE", 30),
+            billing=BillingSettings.from_env(env),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BillingSettings:
+    """Stripe: the secret key, the two prices, where Checkout and the Portal send the customer back.
+
+    Billing is off (checkout and portal answer 503) until STRIPE_SECRET_KEY is
+    set.  STRIPE_API_BASE points the client at another Stripe API (the local
+    one of `make dev` and the tests); production leaves it unset.
+    """
+
+    secret_key: str
+    api_base: str | None
+    price_pro: str
+    price_enterprise: str
+    success_url: str
+    cancel_url: str
+    return_url: str
+    redirect_origins: frozenset[str]
+
+    @property
+    def prices(self) -> dict[str, str]:
+        """Price id → plan, as internal.set_stripe_prices takes it."""
+        return {self.price_pro: "pro", self.price_enterprise: "enterprise"}
+
+    def price_of(self, plan: str) -> str:
+        return {"pro": self.price_pro, "enterprise": self.price_enterprise}[plan]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BillingSettings | None:
+        secret_key = env.get("STRIPE_SECRET_KEY", "").strip()
+        if not secret_key:
+            return None
+        if not secret_key.startswith(("sk_", "rk_")):
+            raise SettingsError("STRIPE_SECRET_KEY must be a Stripe secret (sk_…) or restricted (rk_…) key")
+        prices: dict[str, str] = {}
+        for name in ("STRIPE_PRICE_PRO", "STRIPE_PRICE_ENTERPRISE"):
+            price = env.get(name, "").strip()
+            if not price.startswith("price_"):
+                raise SettingsError(f"{name} must be a Stripe price id (price_…) when STRIPE_SECRET_KEY is set")
+            prices[name] = price
+        urls: dict[str, str] = {}
+        for name in ("BILLING_SUCCESS_URL", "BILLING_CANCEL_URL", "BILLING_RETURN_URL"):
+            url = env.get(name, "").strip()
+            if origin_of(url) is None:
+                raise SettingsError(f"{name} must be an http(s) URL when STRIPE_SECRET_KEY is set, not {url!r}")
+            urls[name] = url
+        origins = {origin_of(url) for url in urls.values()}
+        for item in env.get("BILLING_REDIRECT_ORIGINS", "").split(","):
+            if item.strip():
+                origin = origin_of(item.strip())
+                if origin is None or origin != item.strip().rstrip("/"):
+                    raise SettingsError(f"BILLING_REDIRECT_ORIGINS takes origins (https://host[:port]), not {item!r}")
+                origins.add(origin)
+        api_base = env.get("STRIPE_API_BASE", "").strip().rstrip("/") or None
+        if api_base is not None and origin_of(api_base) is None:
+            raise SettingsError(f"STRIPE_API_BASE must be an http(s) URL, not {api_base!r}")
+        return cls(
+            secret_key=secret_key,
+            api_base=api_base,
+            price_pro=prices["STRIPE_PRICE_PRO"],
+            price_enterprise=prices["STRIPE_PRICE_ENTERPRISE"],
+            success_url=urls["BILLING_SUCCESS_URL"],
+            cancel_url=urls["BILLING_CANCEL_URL"],
+            return_url=urls["BILLING_RETURN_URL"],
+            redirect_origins=frozenset(origin for origin in origins if origin is not None),
+        )
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of an absolute http(s) URL; None for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def trusted_proxy_header(env: Mapping[str, str]) -> str | None:

@@ -70,6 +70,7 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(database.close)
         core = Core.build(settings, database)
         stack.callback(core.close)
+        stack.push_async_callback(core.billing.aclose)
         batcher = EmbeddingBatcher(embedder)
         stack.push_async_callback(batcher.aclose)
         pipeline = IngestPipeline(

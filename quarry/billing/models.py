@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from quarry.account.models import PlanId
-from quarry.models import ResponseModel, Timestamp
+from quarry.models import RequestModel, ResponseModel, Text, Timestamp
 
 
 class LimitUsage(ResponseModel):
@@ -22,3 +24,33 @@ class Usage(ResponseModel):
     limits: dict[str, LimitUsage] = Field(
         description="documents_per_month, storage_bytes, drive_folders, queries_per_day, exports, requests_per_hour"
     )
+
+
+class CheckoutRequest(RequestModel):
+    """Which paid plan to check out, and optionally where Stripe sends the customer back."""
+
+    plan: Literal["pro", "enterprise"] = Field(description="Free needs no checkout; downgrade in the Billing Portal")
+    success_url: Text | None = Field(
+        default=None,
+        max_length=2000,
+        description="Where Checkout sends the customer after paying (its origin must be allow-listed)",
+    )
+    cancel_url: Text | None = Field(
+        default=None,
+        max_length=2000,
+        description="Where Checkout sends the customer who gives up (its origin must be allow-listed)",
+    )
+
+
+class PortalQuery(RequestModel):
+    return_url: Text | None = Field(
+        default=None,
+        max_length=2000,
+        description="Where the Billing Portal sends the customer back (its origin must be allow-listed)",
+    )
+
+
+class BillingLink(ResponseModel):
+    """A Stripe-hosted page to send the customer to."""
+
+    url: str

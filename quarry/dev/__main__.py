@@ -26,7 +26,12 @@ from quarry.dev.keys import load_or_create_key, mint_token
 from quarry.dev.settings import DevModeRefused, DevSettings
 from quarry.dev.supervisor import Supervisor
 from quarry.dev.users import PLANS, SUBSCRIPTION_STATUSES, ensure_user, set_plan
+from quarry.dev.webhook import webhook_command, webhook_env
 from quarry.settings import SettingsError
+
+# The local Stripe's key and signing secret: dev only, never a real Stripe's.
+DEV_STRIPE_KEY = "sk_test_quarry_local"
+DEV_WEBHOOK_SECRET = "whsec_quarry_local"  # noqa: S105 (a dev-only constant)
 
 
 def database_name(url: str) -> str:
@@ -90,6 +95,54 @@ def _wait_ready(url: str, supervisor: Supervisor, timeout: float = 60.0) -> bool
     return False
 
 
+def local_billing(settings: DevSettings, supervisor: Supervisor, gateway_url: str) -> tuple[dict[str, str], str]:
+    """No STRIPE_SECRET_KEY: the local Stripe and the stripe-webhook function under Deno, and the
+    billing settings that point the gateway and the worker at them."""
+    python = sys.executable
+    stripe_port = int(os.environ.get("DEV_STRIPE_PORT", "12111"))
+    webhook_port = int(os.environ.get("DEV_WEBHOOK_PORT", "54331"))
+    stripe_url = f"http://127.0.0.1:{stripe_port}"
+    webhook_url = f"http://127.0.0.1:{webhook_port}/stripe-webhook"
+    supervisor.add(
+        "local Stripe",
+        [
+            python,
+            "-m",
+            "tests.py.support.fake_stripe",
+            "--port",
+            str(stripe_port),
+            "--webhook-url",
+            webhook_url,
+            "--api-key",
+            DEV_STRIPE_KEY,
+            "--webhook-secret",
+            DEV_WEBHOOK_SECRET,
+        ],
+    )
+    database = database_name(settings.admin_database_url)
+    supervisor.add(
+        "stripe-webhook",
+        webhook_command(),
+        env=webhook_env(
+            database_url=f"postgresql://quarry_webhook@127.0.0.1:5432/{database}",
+            stripe_secret_key=DEV_STRIPE_KEY,
+            webhook_secret=DEV_WEBHOOK_SECRET,
+            stripe_api_base=stripe_url,
+            port=webhook_port,
+        ),
+    )
+    env = {
+        "STRIPE_SECRET_KEY": DEV_STRIPE_KEY,
+        "STRIPE_API_BASE": stripe_url,
+        "STRIPE_PRICE_PRO": "price_pro_test",
+        "STRIPE_PRICE_ENTERPRISE": "price_enterprise_test",
+        "BILLING_SUCCESS_URL": f"{gateway_url}/api/billing/usage",
+        "BILLING_CANCEL_URL": f"{gateway_url}/api/me",
+        "BILLING_RETURN_URL": f"{gateway_url}/api/billing/usage",
+    }
+    return env, stripe_url
+
+
 def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
     cmd_db(settings, argparse.Namespace(fresh=False))
     load_or_create_key(settings)
@@ -97,9 +150,19 @@ def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
     gateway_url = f"http://{args.host}:{args.port}"
     gateway = [python, "-m", "uvicorn", "gateway.app:create_app", "--factory"]
     supervisor = Supervisor()
+    billing_env: dict[str, str] | None = None
+    stripe_line = "  billing      Stripe (STRIPE_SECRET_KEY is set)"
+    if settings.gateway.billing is None:
+        billing_env, stripe_url = local_billing(settings, supervisor, gateway_url)
+        stripe_line = (
+            f"  billing      local Stripe {stripe_url} and the stripe-webhook function (Deno); open a checkout URL"
+            " to pay, a portal URL to change plan, fail a payment or cancel"
+        )
     supervisor.add("dev auth server", [python, "-m", "quarry.dev", "authserver"])
-    supervisor.add("gateway", [*gateway, "--host", args.host, "--port", str(args.port), "--no-access-log"])
-    supervisor.add("worker", [python, "-m", "worker"])
+    supervisor.add(
+        "gateway", [*gateway, "--host", args.host, "--port", str(args.port), "--no-access-log"], env=billing_env
+    )
+    supervisor.add("worker", [python, "-m", "worker"], env=billing_env)
 
     def on_sigterm(*_: object) -> None:
         supervisor.stop()
@@ -116,12 +179,16 @@ Quarry is running.
   gateway      {gateway_url}   (health: {gateway_url}/readyz, API: {gateway_url}/openapi.json)
   dev auth     {settings.gateway.supabase_url}   (JWKS of the dev signing key in {settings.dev_dir})
   worker       ingest jobs (procrastinate); files and index under {settings.gateway.data_dir}
+{stripe_line}
 
 Get a token and call the API from another terminal:
   TOKEN=$(make -s token USER=alice@example.com)
   curl -H "Authorization: Bearer $TOKEN" {gateway_url}/api/me
   curl -H "Authorization: Bearer $TOKEN" -F file=@README.md {gateway_url}/api/documents
   curl -H "Authorization: Bearer $TOKEN" {gateway_url}/api/documents
+  curl -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"plan": "pro"}}' \\
+       {gateway_url}/api/billing/checkout        # open the url to pay; then /api/me says pro
+  curl -H "Authorization: Bearer $TOKEN" {gateway_url}/api/billing/portal   # Enterprise, past due, cancel
 
 A process that dies is started again (with a growing pause). Ctrl-C stops everything.""",
             flush=True,

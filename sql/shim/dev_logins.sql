@@ -4,3 +4,4 @@
 alter role quarry_authenticator login;
 alter role quarry_gateway login;
 alter role quarry_worker login;
+alter role quarry_webhook login;

@@ -18,6 +18,7 @@ from quarry.settings import Settings
 from tests.py.support.admin import Admin
 from tests.py.support.api import Api, GatewayFactory
 from tests.py.support.database import ADMIN_SERVER_URL, TEST_DATABASE, DatabaseUrls, Users, gateway_env
+from tests.py.support.fake_stripe import FakeStripe
 from tests.py.support.processes import running_worker
 from tests.py.support.tokens import JwksServer, KeySet, TokenFactory
 
@@ -60,6 +61,14 @@ def jwks_server(keys: KeySet) -> Iterator[JwksServer]:
     server = JwksServer(keys.jwks()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_stripe() -> Iterator[FakeStripe]:
+    """The local Stripe (tests/py/support/fake_stripe.py) that stripe-python and stripe-node talk to."""
+    fake = FakeStripe().serve()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture

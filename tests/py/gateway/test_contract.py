@@ -1,6 +1,6 @@
 """The API does exactly what /openapi.json says: `schemathesis run --checks all` finds nothing.
 
-Runs the real CLI, with the repository's schemathesis.toml (its three
+Runs the real CLI, with the repository's schemathesis.toml (its five
 documented exclusions and nothing else), against a real gateway process on
 the test database, as a fresh Enterprise user (so that quotas refuse
 nothing). Every phase runs: coverage, fuzzing and stateful (links between
@@ -19,6 +19,7 @@ import pytest
 from quarry.paths import REPO_ROOT
 from tests.py.support.admin import Admin
 from tests.py.support.database import DatabaseUrls, gateway_env
+from tests.py.support.fake_stripe import FakeStripe
 from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway
 from tests.py.support.tokens import JwksServer, TokenFactory
@@ -30,13 +31,20 @@ MAX_EXAMPLES = 60
 
 
 def test_schemathesis_finds_no_failures(
-    database: DatabaseUrls, jwks_server: JwksServer, admin: Admin, tokens: TokenFactory, tmp_path: Path
+    database: DatabaseUrls,
+    jwks_server: JwksServer,
+    admin: Admin,
+    tokens: TokenFactory,
+    tmp_path: Path,
+    fake_stripe: FakeStripe,
 ) -> None:
     tenant = admin.new_user()
     admin.subscribe(tenant, "enterprise", "active")
     token = tokens.es256(tenant)
     # The fuzzer fails authentication on purpose, hundreds of times from one address: over the throttle.
-    env = gateway_env(database, jwks_server, tmp_path / "data", AUTH_FAILURES_PER_ADDRESS="100000")
+    env = gateway_env(
+        database, jwks_server, tmp_path / "data", AUTH_FAILURES_PER_ADDRESS="100000", **fake_stripe.gateway_env()
+    )
     with running_gateway(env, free_port(), tmp_path / "gateway.log") as base:
         assert httpx.get(f"{base}/openapi.json").status_code == 200
         result = subprocess.run(

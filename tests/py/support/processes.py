@@ -57,12 +57,17 @@ def running_gateway(env: Mapping[str, str], port: int, log_path: Path) -> Iterat
         wait_for(ready, timeout=60, message=f"the gateway on :{port}")
         yield base
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_for(predicate: object, *, timeout: float, interval: float = 0.2, message: str = "condition") -> None:

@@ -28,13 +28,15 @@ DEV_TEST_DATABASE = f"{TEST_DATABASE}_dev"
 def dev_env(tmp_path: Path) -> dict[str, str]:
     with psycopg.connect(ADMIN_SERVER_URL, autocommit=True) as conn:
         conn.execute(f"drop database if exists {DEV_TEST_DATABASE} with (force)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "DATABASE_URL", "QUARRY_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "DATABASE_URL", "QUARRY_", "STRIPE_"))}
     env.update(
         QUARRY_DB_NAME=DEV_TEST_DATABASE,
         QUARRY_DEV_DIR=str(tmp_path / "dev"),
         QUARRY_DATA_DIR=str(tmp_path / "data"),
         SUPABASE_URL=f"http://127.0.0.1:{free_port()}",
         GATEWAY_PORT=str(free_port()),
+        DEV_STRIPE_PORT=str(free_port()),
+        DEV_WEBHOOK_PORT=str(free_port()),
     )
     return env
 
@@ -97,6 +99,18 @@ def test_make_dev_serves_readyz_and_me_twice_over(dev_env: dict[str, str]) -> No
             assert time.monotonic() < deadline, "the upload did not finish"
             time.sleep(2.0)
         assert httpx.get(document_url, headers=auth).json()["status"] == "ready"
+        # Billing on the laptop: the local Stripe and the webhook function, Free → Pro → Enterprise → canceled.
+        plans = [httpx.get(f"{base}/api/me", headers=auth).json()["plan"]]
+        checkout = httpx.post(f"{base}/api/billing/checkout", headers=auth, json={"plan": "pro"})
+        assert checkout.status_code == 200, checkout.text
+        assert httpx.get(checkout.json()["url"]).status_code == 303  # "paid": back to the success URL
+        plans.append(httpx.get(f"{base}/api/me", headers=auth).json()["plan"])
+        portal = httpx.get(f"{base}/api/billing/portal", headers=auth).json()["url"]
+        assert httpx.get(f"{portal}/price/price_enterprise_test").status_code == 303
+        plans.append(httpx.get(f"{base}/api/me", headers=auth).json()["plan"])
+        assert httpx.get(f"{portal}/cancel").status_code == 303
+        plans.append(httpx.get(f"{base}/api/me", headers=auth).json()["plan"])
+        assert plans == ["free", "pro", "enterprise", "free"]
     admin = with_database(ADMIN_SERVER_URL, DEV_TEST_DATABASE)
     with psycopg.connect(admin) as conn:
         row = conn.execute("select id from auth.users where email = 'alice@example.com'").fetchone()
