@@ -9,8 +9,11 @@ our database.  Keys and Stripe's messages are never logged.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import stripe
@@ -24,6 +27,8 @@ logger = logging.getLogger("quarry.billing")
 # within that time names the same customer creation, so concurrent first
 # checkouts create one customer.
 CUSTOMER_IDEMPOTENCY_PREFIX = "quarry-customer-"
+CHECKOUT_IDEMPOTENCY_PREFIX = "quarry-checkout-"
+CHECKOUT_WINDOW_SECONDS = 600
 
 
 class BillingUnavailable(Unavailable):
@@ -42,6 +47,17 @@ class BillingNotConfigured(Unavailable):
 
 def customer_idempotency_key(tenant_id: uuid.UUID) -> str:
     return f"{CUSTOMER_IDEMPOTENCY_PREFIX}{tenant_id}"
+
+
+def checkout_idempotency_key(tenant_id: uuid.UUID, fields: Sequence[str], *, now: float | None = None) -> str:
+    """The same checkout asked for again within CHECKOUT_WINDOW_SECONDS is the same Checkout Session.
+
+    A double click or two tabs racing would otherwise open two sessions, and paying both
+    makes two subscriptions (the second is refused in SQL, but Stripe would still charge it).
+    """
+    window = int((time.time() if now is None else now) // CHECKOUT_WINDOW_SECONDS)
+    digest = hashlib.sha256("\x1f".join([str(tenant_id), *fields, str(window)]).encode()).hexdigest()
+    return f"{CHECKOUT_IDEMPOTENCY_PREFIX}{digest[:48]}"
 
 
 class StripeApi:
@@ -75,18 +91,23 @@ class StripeApi:
         self, *, tenant_id: uuid.UUID, customer: str, plan: str, success_url: str, cancel_url: str
     ) -> str:
         tenant = str(tenant_id)
+        price = self.settings.price_of(plan)
+        options: stripe.RequestOptions = {
+            "idempotency_key": checkout_idempotency_key(tenant_id, [customer, plan, price, success_url, cancel_url])
+        }
         with _translated("create a Checkout Session"):
             session = await self._client.v1.checkout.sessions.create_async(
                 {
                     "mode": "subscription",
                     "customer": customer,
                     "client_reference_id": tenant,
-                    "line_items": [{"price": self.settings.price_of(plan), "quantity": 1}],
+                    "line_items": [{"price": price, "quantity": 1}],
                     "subscription_data": {"metadata": {"tenant_id": tenant}},
                     "metadata": {"tenant_id": tenant, "plan": plan},
                     "success_url": success_url,
                     "cancel_url": cancel_url,
-                }
+                },
+                options,
             )
         if not session.url:
             raise BillingUnavailable(internal="Stripe returned a Checkout Session without a URL")

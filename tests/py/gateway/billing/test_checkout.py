@@ -12,6 +12,7 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
+from quarry.billing.stripe_api import CHECKOUT_WINDOW_SECONDS, checkout_idempotency_key
 from tests.py.support.admin import Admin
 from tests.py.support.api import Api, assert_problem
 from tests.py.support.fake_stripe import FakeStripe
@@ -61,7 +62,7 @@ def test_checkout_asks_stripe_for_a_subscription_session_of_the_plans_price(
     assert again["line_items_price"] == "price_enterprise_test"
 
 
-def test_ten_concurrent_first_checkouts_create_one_customer(
+def test_ten_concurrent_first_checkouts_create_one_customer_and_one_session(
     customer: Api, fake_stripe: FakeStripe, admin: Admin
 ) -> None:
     with ThreadPoolExecutor(max_workers=10) as pool:
@@ -72,6 +73,21 @@ def test_ten_concurrent_first_checkouts_create_one_customer(
     assert len(created) == 1
     assert {session_of(fake_stripe, r)["customer"] for r in responses} == set(created)
     assert admin.scalar("select count(*) from app.billing_customers where tenant_id = %s", customer.tenant_id) == 1
+    # Ten clicks are one Checkout Session: paying it twice is impossible.
+    assert len({r.json()["url"] for r in responses}) == 1
+    other_plan = checkout(customer, plan="enterprise")
+    assert other_plan.json()["url"] != responses[0].json()["url"], "another checkout is another session"
+
+
+def test_the_same_checkout_is_a_new_session_in_a_later_window() -> None:
+    tenant = uuid.uuid4()
+    fields = ["cus_1", "pro", "price_pro", "https://a/done", "https://a/"]
+    now = 1_800_000_000.0 - 1_800_000_000.0 % CHECKOUT_WINDOW_SECONDS
+    first = checkout_idempotency_key(tenant, fields, now=now)
+    assert checkout_idempotency_key(tenant, fields, now=now + CHECKOUT_WINDOW_SECONDS - 1) == first
+    assert checkout_idempotency_key(tenant, fields, now=now + CHECKOUT_WINDOW_SECONDS) != first
+    assert checkout_idempotency_key(uuid.uuid4(), fields, now=now) != first
+    assert checkout_idempotency_key(tenant, [*fields[:1], "enterprise", *fields[2:]], now=now) != first
 
 
 @pytest.mark.parametrize(
