@@ -78,7 +78,17 @@ async function readBody(request: Request): Promise<string> {
   return new TextDecoder("utf-8", { fatal: true }).decode(body);
 }
 
+/** stripe-node's tolerance refuses old signatures only; one from the future is as suspect. */
+function refuseFutureTimestamp(signature: string): void {
+  const stamp = signature.split(",").map((part) => part.trim()).find((part) => part.startsWith("t="));
+  const signedAt = Number(stamp?.slice(2));
+  if (Number.isFinite(signedAt) && signedAt > Date.now() / 1000 + TOLERANCE_SECONDS) {
+    throw new BadRequest("timestamp outside the tolerance");
+  }
+}
+
 async function verify(deps: Dependencies, body: string, signature: string): Promise<Stripe.Event> {
+  refuseFutureTimestamp(signature);
   for (const secret of deps.secrets) {
     try {
       return await deps.stripe.webhooks.constructEventAsync(

@@ -166,6 +166,10 @@ for (
       () => signed(UPDATED, SECRET, Math.floor(Date.now() / 1000) - 301),
     ],
     [
+      "a timestamp further in the future than the tolerance",
+      () => signed(UPDATED, SECRET, Math.floor(Date.now() / 1000) + 301),
+    ],
+    [
       "no signature header",
       () => Promise.resolve(new Request("http://localhost/", { method: "POST", body: UPDATED })),
     ],
