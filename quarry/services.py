@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from quarry.db import TenantDatabase
 from quarry.documents.service import DocumentService
+from quarry.drive.service import Drive
 from quarry.index.handle import IndexHandle
 from quarry.search.service import SearchService
 from quarry.settings import Settings
@@ -24,6 +25,7 @@ class Core:
     index: IndexHandle
     documents: DocumentService
     search: SearchService
+    drive: Drive | None = None
 
     @classmethod
     def build(cls, settings: Settings, database: TenantDatabase) -> Core:
@@ -39,6 +41,7 @@ class Core:
             search=SearchService(
                 index, model_dir=settings.embedding_model_dir, model_cache_dir=settings.model_cache_dir
             ),
+            drive=Drive(settings.drive, database) if settings.drive is not None else None,
         )
 
     def close(self) -> None:

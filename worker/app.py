@@ -16,10 +16,10 @@ from typing import Any
 
 import procrastinate
 
-from worker import ingest, maintenance
+from worker import drive, ingest, maintenance
 from worker.context import WorkerContext
 
-DOMAINS: tuple[ModuleType, ...] = (ingest, maintenance)
+DOMAINS: tuple[ModuleType, ...] = (ingest, maintenance, drive)
 
 AbandonHook = Callable[[WorkerContext, str, int | None, dict[str, Any]], Awaitable[None]]
 
