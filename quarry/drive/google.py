@@ -121,7 +121,7 @@ class DriveClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings
-        self.credentials = Credentials(
+        self.credentials = Credentials(  # type: ignore[no-untyped-call]
             token=None,
             refresh_token=refresh_token,
             token_uri=settings.token_uri,
@@ -129,7 +129,8 @@ class DriveClient:
             client_secret=settings.client_secret,
             scopes=[DRIVE_READONLY],
         )
-        http = google_auth_httplib2.AuthorizedHttp(self.credentials, http=httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS))
+        self._http = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS)
+        http = google_auth_httplib2.AuthorizedHttp(self.credentials, http=self._http)
         self.service: Any = build(
             "drive",
             "v3",
@@ -145,6 +146,10 @@ class DriveClient:
         )
         self._sleep = sleep
         self.retries = 0  # how many times a call was retried (for logs and tests)
+
+    def close(self) -> None:
+        """Close the connections to Google (httplib2 keeps them open)."""
+        self._http.close()
 
     def call(self, request: Callable[[], Any]) -> Any:
         """Run one request (a function building and executing it), retrying what Google asks to retry."""

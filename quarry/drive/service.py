@@ -254,6 +254,8 @@ class Drive:
             raise DriveNotConnected("Google refused the Drive authorization: connect Google Drive again.") from None
         except DriveError:
             raise Unavailable("Google Drive is not answering as it should; try again shortly.") from None
+        finally:
+            client.close()
 
     async def list_folders(self, session: TenantSession, parent: str | None, cursor: str | None) -> DriveFolderPage:
         page = await self._ask(

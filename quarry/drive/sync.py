@@ -149,6 +149,12 @@ class FolderSync:
         if connection is None or connection.status != "active":
             return await self._finish("paused", "Google Drive is not connected (or needs a new consent).")
         self.client = DriveClient(self.drive.settings, connection.refresh_token)
+        try:
+            return await self._sync(folder, connection)
+        finally:
+            self.client.close()
+
+    async def _sync(self, folder: dict[str, Any], connection: DriveConnection) -> str:
         await self._progress("running", None)
         await self._load_mapped()
         try:
@@ -376,17 +382,16 @@ class FolderSync:
 
     async def _change(self, change: dict[str, Any]) -> None:
         file_id = str(change.get("fileId") or "")
-        item = change.get("file")
+        item: dict[str, Any] = change.get("file") or {}
         if not file_id or file_id == self.root:
             return
-        gone = bool(change.get("removed")) or item is None or bool(item.get("trashed"))
+        gone = bool(change.get("removed")) or not item or bool(item.get("trashed"))
         inside = not gone and self._in_tree(list(item.get("parents") or []))
         if not inside:
             if file_id in self.mapped:
                 known = self.mapped[file_id]
                 await self._remove(self._subtree(file_id) if known.state == "folder" else [file_id])
             return
-        assert item is not None
         if item.get("mimeType") == FOLDER:
             if file_id in self.mapped:
                 await self._record(item, "folder", None, None, None)

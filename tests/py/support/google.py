@@ -349,7 +349,8 @@ class FakeGoogle:
 
     def _drive(self, handler: BaseHTTPRequestHandler, path: str, query: dict[str, str]) -> None:
         if not self._authorized(handler):
-            self._error(handler, 401, "authError", {"WWW-Authenticate": "Bearer"})
+            www = 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
+            self._error(handler, 401, "authError", {"WWW-Authenticate": www})
             return
         with self.lock:
             if path == "files":

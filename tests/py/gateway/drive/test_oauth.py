@@ -54,7 +54,7 @@ def test_the_consent_url_asks_for_offline_read_only_access_with_pkce(tenant: Api
     rows = admin.execute(
         "select state_hash, expires_at - created_at from app.drive_oauth_states where tenant_id = %s", tenant.tenant_id
     )
-    assert [(bytes(rows[0][0]), rows[0][1])] == [(hashlib.sha256(state.encode()).digest(), timedelta(minutes=10))]
+    assert rows == [(hashlib.sha256(state.encode()).digest(), timedelta(minutes=10))]
     assert admin.scalar("select count(*) from app.drive_oauth_states where code_verifier like %s", f"%{state}%") == 0
 
 

@@ -105,9 +105,14 @@ def index_matches(api: Api, admin: Admin, config_id: str, expected_indexed: set[
     assert {row[1] for row in rows} <= {"ready"}
 
 
-def searchable(api: Api, n: int) -> list[str]:
-    body = api.client.post("/api/query", headers=api.headers, json={"query": word(n), "mode": "sparse"}).json()
+def found(api: Api, text: str) -> list[str]:
+    body = api.client.post("/api/query", headers=api.headers, json={"query": text, "mode": "sparse"}).json()
     return [result["document"]["title"] for result in body["results"]]
+
+
+def assert_found(api: Api, text: str, titles: list[str]) -> None:
+    """The search answers these titles for the text, once the outbox relay has caught up (a few seconds)."""
+    wait_for(lambda: found(api, text) == titles, timeout=60, interval=0.5, message=f"{text!r} to find {titles}")
 
 
 @pytest.fixture(scope="module")
@@ -181,20 +186,19 @@ def test_first_sync_indexes_every_supported_file_and_lists_each_skip_with_its_re
     assert config["state"] == "ready" and config["last_synced_at"]
     assert (config["files_indexed"], config["files_skipped"]) == (len(expected), 5)
     for n in (0, 1, 2, 3, FILES // 2, FILES - 1):
-        assert searchable(owner, n) == [f"note-{n}.txt"]
-    assert searchable_text(owner, "qzdocumentix") == ["Design doc"]
-    assert searchable_text(owner, "qzslidesix") == ["Deck"]
-    assert searchable_text(owner, "qzshortcutix") == ["Link to target"]
+        assert_found(owner, word(n), [f"note-{n}.txt"])
+    assert_found(owner, "qzdocumentix", ["Design doc"])
+    assert_found(owner, "qzslidesix", ["Deck"])
+    assert_found(owner, "qzshortcutix", ["Link to target"])
     assert google.count("GET", "/drive/v3/files?") > FILES // google_page_size()
     # Every document is in the index.
-    for row in mapped.values():
-        if row["state"] == "indexed":
-            assert index_count(owner.client, owner.tenant_id, row["document_id"]) > 0
-
-
-def searchable_text(api: Api, text: str) -> list[str]:
-    body = api.client.post("/api/query", headers=api.headers, json={"query": text, "mode": "sparse"}).json()
-    return [result["document"]["title"] for result in body["results"]]
+    indexed = [row["document_id"] for row in mapped.values() if row["state"] == "indexed"]
+    wait_for(
+        lambda: all(index_count(owner.client, owner.tenant_id, document) > 0 for document in indexed),
+        timeout=120,
+        interval=1,
+        message="every Drive document in the index",
+    )
 
 
 def google_page_size() -> int:
@@ -227,13 +231,13 @@ def test_every_kind_of_change_is_followed_and_the_index_matches_the_folder(
     expected -= {tree["special"][name].id for name in ("too_large_export", "form", "binary", "big", "folder_shortcut")}
     index_matches(owner, admin, config_id, expected)
     assert after[numbered[0]]["document_id"] != before[numbered[0]]["document_id"], "modified: re-imported"
-    assert searchable_text(owner, "qzmodifiedix") == ["note-0.txt"]
+    assert_found(owner, "qzmodifiedix", ["note-0.txt"])
     assert after[numbered[1]]["document_id"] == before[numbered[1]]["document_id"], "renamed: same content"
-    assert searchable(owner, 1) == ["renamed-1.txt"]
+    assert_found(owner, word(1), ["renamed-1.txt"])
     for n in (2, 3, 4, 5):
-        assert searchable(owner, n) == [], f"file {n} left the folder but is still searchable"
-    assert searchable_text(owner, "qznewfileix") == ["new.txt"]
-    assert searchable_text(owner, "qzmovedinix") == ["incoming.txt"]
+        assert_found(owner, word(n), [])
+    assert_found(owner, "qznewfileix", ["new.txt"])
+    assert_found(owner, "qzmovedinix", ["incoming.txt"])
     assert added.id in after and run["files_removed"] == 4
 
 
