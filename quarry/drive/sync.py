@@ -173,6 +173,15 @@ class FolderSync:
             return await self._finish("quota_reached", stop.detail)
         except DriveError as error:
             return await self._finish("failed", error.detail)
+        except QuarryError as error:
+            if error.retryable:
+                raise  # the job is retried (database or storage briefly away); the run stays running
+            await self._finish("failed", error.detail)
+            raise
+        except Exception:
+            # A bug must not leave the run `running` for ever: it fails, and the job says why in the log.
+            await self._finish("failed", "The sync failed unexpectedly; it resumes from where it was at the next run.")
+            raise
         return await self._finish("succeeded", None)
 
     async def _revoked(self, connection: DriveConnection) -> str:
@@ -466,7 +475,7 @@ class FolderSync:
             await self._put(conn, item, previous.state, version, previous.document_id, previous.reason, crawl)
             if name != previous.name and previous.document_id is not None:
                 await conn.execute(
-                    "update api.documents set title = %s where id = %s", (name[:255], previous.document_id)
+                    "update app.documents set title = %s where id = %s", (name[:255], previous.document_id)
                 )
 
     async def _skip(self, item: dict[str, Any], version: str | None, reason: str, crawl: uuid.UUID | None) -> None:

@@ -246,7 +246,7 @@ def test_moving_a_folder_out_and_back_in_follows_its_whole_subtree(
 ) -> None:
     config_id = state["config"]
     root, c, outside = tree["root"], tree["folders"][3], tree["outside"]
-    inside_c = {file_id for file_id, file in google.files.items() if c.id in file.parents}
+    inside_c = {file_id for file_id, file in tree_files(google, root.id).items() if c.id in file.parents}
     google.move(c.id, outside.id)
     assert run_sync(owner, config_id)["state"] == "succeeded"
     assert not inside_c & set(files(owner, config_id)), "a folder moved out takes its files with it"
