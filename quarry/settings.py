@@ -211,6 +211,7 @@ class DriveSettings:
     api_endpoint: str = "https://www.googleapis.com/drive/v3/"
     max_file_bytes: int = 64 * 1024 * 1024
     page_size: int = 100
+    concurrency: int = 4
     max_retries: int = 6
     max_backoff_seconds: float = 32.0
     backoff_base_seconds: float = 1.0
@@ -239,6 +240,7 @@ class DriveSettings:
             api_endpoint=env.get("GOOGLE_DRIVE_API_ENDPOINT") or defaults.api_endpoint,
             max_file_bytes=positive_int(env, "DRIVE_MAX_FILE_BYTES", defaults.max_file_bytes),
             page_size=positive_int(env, "DRIVE_PAGE_SIZE", defaults.page_size),
+            concurrency=positive_int(env, "DRIVE_SYNC_CONCURRENCY", defaults.concurrency),
             max_retries=positive_int(env, "DRIVE_MAX_RETRIES", defaults.max_retries),
             max_backoff_seconds=float(positive_int(env, "DRIVE_MAX_BACKOFF_SECONDS", 32)),
             backoff_base_seconds=positive_int(env, "DRIVE_BACKOFF_BASE_MS", 1000) / 1000,

@@ -46,7 +46,14 @@ async def sync(context: JobContext, tenant_id: str, folder_id: str, run_id: str)
     session = worker.session(uuid.UUID(tenant_id), task=context.job.task_name, job_id=context.job.id)
     if drive is None:
         return "disabled"
-    folder_sync = FolderSync(drive, worker.core.documents, session, uuid.UUID(folder_id), uuid.UUID(run_id))
+    folder_sync = FolderSync(
+        drive,
+        worker.core.documents,
+        session,
+        uuid.UUID(folder_id),
+        uuid.UUID(run_id),
+        concurrency=drive.settings.concurrency,
+    )
     return await folder_sync.run()
 
 

@@ -135,7 +135,9 @@ class FolderSync:
     counts: Counts = field(default_factory=Counts)
     root: str = ""
     mapped: dict[str, Mapped] = field(default_factory=dict)
-    client: DriveClient | None = None
+    concurrency: int = 4
+    # One client per file in flight (httplib2 connections are not shared between threads).
+    clients: asyncio.Queue[DriveClient] = field(default_factory=asyncio.Queue)
 
     # --- the run
 
@@ -148,11 +150,14 @@ class FolderSync:
         connection = await self.drive.connection(self.session.tenant_id)
         if connection is None or connection.status != "active":
             return await self._finish("paused", "Google Drive is not connected (or needs a new consent).")
-        self.client = DriveClient(self.drive.settings, connection.refresh_token)
+        clients = [DriveClient(self.drive.settings, connection.refresh_token) for _ in range(self.concurrency)]
+        for client in clients:
+            self.clients.put_nowait(client)
         try:
             return await self._sync(folder, connection)
         finally:
-            self.client.close()
+            for client in clients:
+                client.close()
 
     async def _sync(self, folder: dict[str, Any], connection: DriveConnection) -> str:
         await self._progress("running", None)
@@ -303,16 +308,42 @@ class FolderSync:
 
     # --- Google
 
-    async def _google(self, method: Any, *args: Any) -> Any:
-        assert self.client is not None
-        return await asyncio.to_thread(method, *args)
+    async def _google(self, method: str, *args: Any) -> Any:
+        """One call to Google on a free client, in a thread."""
+        client = await self.clients.get()
+        try:
+            return await asyncio.to_thread(getattr(client, method), *args)
+        finally:
+            self.clients.put_nowait(client)
+
+    async def _page(self, items: list[dict[str, Any]], queue: list[str], crawl: uuid.UUID | None) -> None:
+        """One listed page: its subfolders (queued), then its files, `concurrency` at a time."""
+        for item in items:
+            if item.get("mimeType") == FOLDER:
+                await self._record(item, "folder", None, None, crawl)
+                queue.append(item["id"])
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: dict[str, Any]) -> None:
+            async with semaphore:
+                await self._file(item, crawl)
+
+        files = [item for item in items if item.get("mimeType") != FOLDER]
+        results = await asyncio.gather(*(one(item) for item in files), return_exceptions=True)
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            # What stops the run wins: a revoked grant, then the quota, then anything else.
+            for kind in (DriveAuthRevoked, QuotaStop):
+                for error in errors:
+                    if isinstance(error, kind):
+                        raise error
+            raise errors[0]
 
     # --- the crawl
 
     async def _crawl(self, checkpoint: dict[str, Any] | None) -> None:
-        assert self.client is not None
         if not checkpoint or checkpoint.get("mode") != "crawl":
-            start_token = await self._google(self.client.start_page_token)
+            start_token = await self._google("start_page_token")
             checkpoint = {"mode": "crawl", "start_token": start_token, "crawl": str(uuid.uuid4()), "queue": [self.root]}
             await self._checkpoint(checkpoint, None)
         await self._progress("running", None, full_crawl=True)
@@ -320,13 +351,8 @@ class FolderSync:
         queue: list[str] = list(checkpoint["queue"])
         page: str | None = checkpoint.get("page")
         while queue:
-            listing = await self._google(self.client.list_children, queue[0], page)
-            for item in listing.get("files", []):
-                if item.get("mimeType") == FOLDER:
-                    await self._record(item, "folder", None, None, crawl)
-                    queue.append(item["id"])
-                else:
-                    await self._file(item, crawl)
+            listing = await self._google("list_children", queue[0], page)
+            await self._page(listing.get("files", []), queue, crawl)
             page = listing.get("nextPageToken")
             if not page:
                 queue.pop(0)
@@ -342,20 +368,14 @@ class FolderSync:
 
     async def _crawl_subtree(self, folder: dict[str, Any]) -> None:
         """A folder moved into the tree: everything under it (its files have no changes of their own)."""
-        assert self.client is not None
         await self._record(folder, "folder", None, None, None)
         queue = [folder["id"]]
         while queue:
             parent = queue.pop(0)
             page: str | None = None
             while True:
-                listing = await self._google(self.client.list_children, parent, page)
-                for item in listing.get("files", []):
-                    if item.get("mimeType") == FOLDER:
-                        await self._record(item, "folder", None, None, None)
-                        queue.append(item["id"])
-                    else:
-                        await self._file(item, None)
+                listing = await self._google("list_children", parent, page)
+                await self._page(listing.get("files", []), queue, None)
                 page = listing.get("nextPageToken")
                 if not page:
                     break
@@ -377,10 +397,9 @@ class FolderSync:
         return found
 
     async def _follow_changes(self, token: str) -> None:
-        assert self.client is not None
         await self._progress("running", None, full_crawl=False)
         while True:
-            page = await self._google(self.client.changes, token)
+            page = await self._google("changes", token)
             for change in page.get("changes", []):
                 await self._change(change)
             next_token = page.get("nextPageToken") or page.get("newStartPageToken")
@@ -419,9 +438,8 @@ class FolderSync:
             if details.get("targetMimeType") == FOLDER:
                 await self._skip(item, None, "A shortcut to a folder is not followed.", crawl)
                 return
-            assert self.client is not None
             try:
-                source = await self._google(self.client.get, str(details.get("targetId")))
+                source = await self._google("get", str(details.get("targetId")))
             except DriveNotFound:
                 await self._skip(item, None, "The shortcut's target is missing or not shared with you.", crawl)
                 return
@@ -456,11 +474,10 @@ class FolderSync:
         await self._import(item, version, DriveDownload(content, filename, name), crawl)
 
     async def _download(self, source: dict[str, Any], export: tuple[str, str] | None) -> bytes:
-        assert self.client is not None
         if export is not None:
-            content: bytes = await self._google(self.client.export, source["id"], export[0])
+            content: bytes = await self._google("export", source["id"], export[0])
         else:
-            content = await self._google(self.client.download, source["id"])
+            content = await self._google("download", source["id"])
         return content
 
     async def _unchanged(self, item: dict[str, Any], previous: Mapped, version: str, crawl: uuid.UUID | None) -> None:
