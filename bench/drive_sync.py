@@ -44,6 +44,7 @@ DATABASE = "quarry_bench_drive"
 ADMIN_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 FILES = 1000
 BIG_FOLDER = 10_000
+UPLOAD_CONCURRENCY = 8
 
 
 def text(n: int, kind: str) -> bytes:
@@ -103,6 +104,8 @@ def main() -> None:
                 **google.env(),
                 "DRIVE_TOKEN_KEYS": new_key_entry("bench"),
                 "DRIVE_PAGE_SIZE": "100",
+                # As many files in flight as the upload baseline has uploads.
+                "DRIVE_SYNC_CONCURRENCY": str(UPLOAD_CONCURRENCY),
             }
             settings = DevSettings.from_env(env)
             user = ensure_user(settings.admin_database_url, "bench@example.com")
@@ -116,7 +119,7 @@ def main() -> None:
 
                 files = [(f"upload-{n}.txt", text(n, "upload")) for n in range(FILES)]
                 started = time.monotonic()
-                ids = asyncio.run(upload_all(base, headers, files))
+                ids = asyncio.run(upload_all(base, headers, files, UPLOAD_CONCURRENCY))
                 upload_s = FILES / (wait_ready(admin_url, "id = any(%s::uuid[])", (ids,), FILES) - started)
                 print(f"upload: {FILES} files in {FILES / upload_s:.1f} s = {upload_s:.1f} files/s")
 
