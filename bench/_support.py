@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -107,3 +108,19 @@ def dev_stack(env: dict[str, str], jwks_url: str, *, ready_timeout: float = 60.0
         server(gateway_args, env, f"{base}/readyz", timeout=ready_timeout),
     ):
         yield base
+
+
+async def upload_all(
+    base: str, headers: dict[str, str], files: list[tuple[str, bytes]], concurrency: int = 8
+) -> list[str]:
+    """Upload files through POST /api/documents, `concurrency` at a time; their document ids."""
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+
+        async def upload(name: str, content: bytes) -> str:
+            async with semaphore:
+                response = await client.post("/api/documents", files={"file": (name, content)})
+                response.raise_for_status()
+                return str(response.json()["id"])
+
+        return await asyncio.gather(*(upload(name, content) for name, content in files))

@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import httpx
 import psycopg
-from _support import PYTHON, REPO_ROOT, dev_env, dev_stack, percentile, server
+from _support import PYTHON, REPO_ROOT, dev_env, dev_stack, percentile, server, upload_all
 
 from quarry.dev.database import prepare_database, with_database
 from quarry.dev.keys import mint_token
@@ -43,7 +42,6 @@ ABSTRACTS = 500
 PDFS = 3
 PDF_PAGES = 10
 PDF_LATENCY_RUNS = 7
-UPLOAD_CONCURRENCY = 8
 
 
 def load_fixture_builder() -> ModuleType:
@@ -69,19 +67,6 @@ def make_pdf(builder: ModuleType, pages: list[dict[str, str]]) -> bytes:
         streams.append(builder.text_stream(textwrap.wrap(text, 95)[:38]))
     font = b"<< /Font << /F1 3 0 R >> >>"
     return bytes(builder.pdf_with_pages(streams, [font] * len(streams)))
-
-
-async def upload_all(base: str, headers: dict[str, str], files: list[tuple[str, bytes]]) -> list[str]:
-    semaphore = asyncio.Semaphore(UPLOAD_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
-
-        async def upload(name: str, content: bytes) -> str:
-            async with semaphore:
-                response = await client.post("/api/documents", files={"file": (name, content)})
-                response.raise_for_status()
-                return str(response.json()["id"])
-
-        return await asyncio.gather(*(upload(name, content) for name, content in files))
 
 
 def wait_ready(admin_url: str, ids: list[str], timeout: float = 1800) -> float:

@@ -20,6 +20,7 @@ from gateway.auth.rate_limits import RateLimiter
 from gateway.auth.throttles import Tarpit, WindowThrottle
 from gateway.billing import endpoints as billing
 from gateway.documents import endpoints as documents
+from gateway.drive import endpoints as drive
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
 from gateway.keys import endpoints as keys
@@ -39,6 +40,7 @@ RESOURCES: tuple[Resource, ...] = (
     *keys.resources,
     *documents.resources,
     *search.resources,
+    *drive.resources,
 )
 
 MAX_THROTTLED_ADDRESSES = 50_000

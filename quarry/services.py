@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from quarry.billing.checkout import BillingService
 from quarry.db import TenantDatabase
 from quarry.documents.service import DocumentService
+from quarry.drive.service import Drive
 from quarry.index.handle import IndexHandle
 from quarry.search.service import SearchService
 from quarry.settings import Settings
@@ -26,6 +27,7 @@ class Core:
     documents: DocumentService
     search: SearchService
     billing: BillingService
+    drive: Drive | None = None
 
     @classmethod
     def build(cls, settings: Settings, database: TenantDatabase) -> Core:
@@ -42,6 +44,7 @@ class Core:
                 index, model_dir=settings.embedding_model_dir, model_cache_dir=settings.model_cache_dir
             ),
             billing=BillingService(database, settings.billing),
+            drive=Drive(settings.drive, database) if settings.drive is not None else None,
         )
 
     def close(self) -> None:

@@ -71,6 +71,7 @@ class Settings:
     bcrypt_queue: int = 16
     openapi_reads_per_minute: int = 30
     billing: BillingSettings | None = None
+    drive: DriveSettings | None = None
 
     @property
     def is_production(self) -> bool:
@@ -181,6 +182,72 @@ class Settings:
             bcrypt_queue=positive_int(env, "BCRYPT_QUEUE", 16),
             openapi_reads_per_minute=positive_int(env, "OPENAPI_READS_PER_MINUTE", 30),
             billing=BillingSettings.from_env(env),
+            drive=DriveSettings.from_env(env, production=production),
+        )
+
+
+DRIVE_REQUIRED = (
+    "GOOGLE_OAUTH_CLIENT_ID",
+    "GOOGLE_OAUTH_CLIENT_SECRET",
+    "GOOGLE_OAUTH_REDIRECT_URI",
+    "DRIVE_TOKEN_KEYS",
+    "DRIVE_APP_URL",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DriveSettings:
+    """Google Drive: the OAuth client, the token keys, where Google is, the sync's limits.
+
+    The Google URLs default to Google's own; tests point them at a local fake.
+    `token_keys` None (development only) means the key generated into `.dev/`.
+    """
+
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+    app_url: str
+    token_keys: str | None
+    auth_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL, not a secret)
+    revoke_uri: str = "https://oauth2.googleapis.com/revoke"
+    api_endpoint: str = "https://www.googleapis.com/drive/v3/"
+    max_file_bytes: int = 64 * 1024 * 1024
+    page_size: int = 100
+    concurrency: int = 4
+    max_retries: int = 6
+    max_backoff_seconds: float = 32.0
+    backoff_base_seconds: float = 1.0
+    sync_interval_minutes: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, production: bool) -> DriveSettings | None:
+        """None when Drive is turned off (DRIVE=off); in production every DRIVE_REQUIRED must be set."""
+        if choice(env, "DRIVE", ("on", "off")) == "off":
+            return None
+        missing = [name for name in DRIVE_REQUIRED if not env.get(name)]
+        if production and missing:
+            raise SettingsError(
+                f"Google Drive needs {', '.join(missing)} when QUARRY_ENV=production (or set DRIVE=off)"
+            )
+        defaults = cls("quarry-dev-client", "quarry-dev-secret", "", "", None)
+        return cls(
+            client_id=env.get("GOOGLE_OAUTH_CLIENT_ID") or defaults.client_id,
+            client_secret=env.get("GOOGLE_OAUTH_CLIENT_SECRET") or defaults.client_secret,
+            redirect_uri=env.get("GOOGLE_OAUTH_REDIRECT_URI") or "http://127.0.0.1:8000/api/drive/callback",
+            app_url=env.get("DRIVE_APP_URL") or "http://127.0.0.1:8000/",
+            token_keys=env.get("DRIVE_TOKEN_KEYS") or None,
+            auth_uri=env.get("GOOGLE_OAUTH_AUTH_URI") or defaults.auth_uri,
+            token_uri=env.get("GOOGLE_OAUTH_TOKEN_URI") or defaults.token_uri,
+            revoke_uri=env.get("GOOGLE_OAUTH_REVOKE_URI") or defaults.revoke_uri,
+            api_endpoint=env.get("GOOGLE_DRIVE_API_ENDPOINT") or defaults.api_endpoint,
+            max_file_bytes=positive_int(env, "DRIVE_MAX_FILE_BYTES", defaults.max_file_bytes),
+            page_size=positive_int(env, "DRIVE_PAGE_SIZE", defaults.page_size),
+            concurrency=positive_int(env, "DRIVE_SYNC_CONCURRENCY", defaults.concurrency),
+            max_retries=positive_int(env, "DRIVE_MAX_RETRIES", defaults.max_retries),
+            max_backoff_seconds=float(positive_int(env, "DRIVE_MAX_BACKOFF_SECONDS", 32)),
+            backoff_base_seconds=positive_int(env, "DRIVE_BACKOFF_BASE_MS", 1000) / 1000,
+            sync_interval_minutes=positive_int(env, "DRIVE_SYNC_INTERVAL_MINUTES", defaults.sync_interval_minutes),
         )
 
 

@@ -24,6 +24,7 @@ import logging
 import re
 import unicodedata
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -85,6 +86,9 @@ class FileSource(Protocol):
         ...
 
 
+OnInsert = Callable[[Connection, Document], Awaitable[None]]
+
+
 class _Replay(Exception):
     def __init__(self, document: Document) -> None:
         self.document = document
@@ -114,11 +118,14 @@ class DocumentService:
         *,
         origin: DocumentSource = "upload",
         idempotency: Idempotency | None = None,
+        on_insert: OnInsert | None = None,
     ) -> Created[Document]:
         """Make a document of the file the source brings; its ingest job is queued with it.
 
         With an idempotency key, a file sent again (same key, same bytes and
-        title) answers the document the first request created.
+        title) answers the document the first request created.  `on_insert`
+        runs in the transaction that inserts the row (an importer records
+        where the document came from, atomically with it).
         """
         async with session.transaction() as conn:
             allowance = await upload_allowance(conn, source.expected_bytes)
@@ -139,6 +146,8 @@ class DocumentService:
                         if replayed is not None:
                             raise _Replay(replayed)
                     document = await _insert(conn, document_id, incoming, sniffed, key, origin)
+                    if on_insert is not None:
+                        await on_insert(conn, document)
                     if idempotency is not None:
                         await idempotency.complete(conn, session.tenant_id, document, document.id)
                     inserted = True

@@ -15,6 +15,8 @@ from tests.py.support.tokens import HS256_SECRET, JwksServer
 
 ADMIN_SERVER_URL = os.environ.get("QUARRY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_DATABASE = os.environ.get("QUARRY_TEST_DATABASE", "quarry_pytest")
+# The Drive token keys of every test process (a fixed test key: test data only).
+TEST_DRIVE_TOKEN_KEYS = "test1:" + "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdDE="
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path,
         "WORKER_HEARTBEAT_SECONDS": "1",
         "STALLED_WORKER_SECONDS": "4",
         "WORKER_CONCURRENCY": "4",
+        "DRIVE_TOKEN_KEYS": TEST_DRIVE_TOKEN_KEYS,
     }
     env.update(overrides)
     return env

@@ -53,8 +53,10 @@ def test_the_registry_is_the_same_however_often_it_is_built() -> None:
     expected = [
         "billing:reconcile",
         "documents:ingest",
+        "drive:schedule",
+        "drive:sync",
         "maintenance:purge_idempotency_keys",
         "maintenance:purge_revoked_api_keys",
     ]
     assert sorted(domain_tasks(first)) == sorted(domain_tasks(second)) == expected
-    assert queues(first) == ["ingest", "maintenance"]
+    assert queues(first) == ["drive", "ingest", "maintenance"]

@@ -1,0 +1,1 @@
+"""Google Drive: OAuth, the encrypted refresh token, folder configs and the sync (DESIGN §5)."""
