@@ -43,6 +43,10 @@ CHUNK_OVERLAP_TOKENS = 32
 HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "2"))
 STALLED_WORKER_SECONDS = float(os.environ.get("STALLED_WORKER_SECONDS", "10"))
 MIN_RESTART_SECONDS = 0.5
+# A job is fetched when its insert is notified, or at this poll.  One whose lock another job
+# still held when it was notified (a folder's next sync, a document's next ingest) is not
+# notified again when that job ends: procrastinate's default 5 s poll made it wait that long.
+FETCH_POLLING_SECONDS = 0.5
 MAX_RESTART_SECONDS = 10.0
 STEADY_SECONDS = 60.0  # a worker that ran this long before failing starts again from the shortest wait
 
@@ -147,6 +151,7 @@ async def run_jobs(app: procrastinate.App, context: WorkerContext, *, concurrenc
             additional_context={CONTEXT_KEY: context},
             install_signal_handlers=False,
             update_heartbeat_interval=HEARTBEAT_SECONDS,
+            fetch_job_polling_interval=FETCH_POLLING_SECONDS,
             stalled_worker_timeout=STALLED_WORKER_SECONDS,
         )
         current[:] = [worker]
