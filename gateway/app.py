@@ -22,6 +22,7 @@ from gateway.billing import endpoints as billing
 from gateway.documents import endpoints as documents
 from gateway.drive import endpoints as drive
 from gateway.errors import install_error_handlers
+from gateway.exports import endpoints as exports
 from gateway.health import endpoints as health
 from gateway.keys import endpoints as keys
 from gateway.middleware import ResponseHeaders
@@ -41,6 +42,7 @@ RESOURCES: tuple[Resource, ...] = (
     *documents.resources,
     *search.resources,
     *drive.resources,
+    *exports.resources,
 )
 
 MAX_THROTTLED_ADDRESSES = 50_000
