@@ -172,12 +172,15 @@ class ExportBuilder:
             return
         if await self._notified(session, export_id):
             return
+        # Signed now for exactly EXPORT_LINK_EXPIRY_DAYS: the export has just become ready.
+        days = self.exports.settings.link_expiry_days
+        link = await self.exports.link(session.tenant_id, export_id, export.created_at, days * 86_400)
         counts = export.counts or {}
         size_mb = (export.size_bytes or 0) / 1_000_000
         text = (
             "Your Quarry data export is ready.\n\n"
             f"Download it here (the link works until {export.expires_at:%Y-%m-%d %H:%M} UTC):\n\n"
-            f"{export.download_url}\n\n"
+            f"{link}\n\n"
             f"The archive ({size_mb:.1f} MB) holds {counts.get('documents.json', 0)} documents with their text,"
             f" {counts.get('chunks.json', 0)} chunks and {counts.get('originals', 0)} original files, plus your"
             " Drive folders, API keys (never their secrets), queries, subscription, usage and activity log."

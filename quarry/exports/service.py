@@ -83,7 +83,7 @@ class ExportService:
         if export.status != "ready":
             raise ExportGone(
                 f"The export is {export.status}: only a ready export can be downloaded.",
-                extensions={"status": export.status},
+                extensions={"export_status": export.status},
             )
         name = archive_filename(export.created_at)
         key = export_key(session.tenant_id, export_id)
