@@ -56,7 +56,7 @@ resources = [
             replies={202: Reply("Queued.", Export, headers={"Location": "the export's URL"})},
             problems={
                 402: "The plan's export frequency is used up (`resets_at`: when the next export is allowed).",
-                409: "An export is already queued or running (`export_id`, `status`).",
+                409: "An export is already queued or running (`export_id`, `export_status`).",
             },
         ),
         Operation(

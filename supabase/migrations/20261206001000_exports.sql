@@ -66,7 +66,7 @@ begin
     if found then
         perform internal.raise_http(
             409, 'export-in-progress', 'An export is already queued or running; wait for it to finish.',
-            jsonb_build_object('export_id', active.id, 'status', active.status)
+            jsonb_build_object('export_id', active.id, 'export_status', active.status)
         );
     end if;
     new.status := 'queued';
