@@ -260,8 +260,7 @@ def receipt(counts: dict[str, Any]) -> str:
     if counts.get("google_token_revoked"):
         lines.append("- your Google Drive authorization, revoked at Google")
     if counts.get("stripe_customer_deleted"):
-        cancelled = counts.get("stripe_subscriptions_cancelled", 0)
-        lines.append(f"- your Stripe customer record ({cancelled} subscription(s) cancelled)")
+        lines.append("- your Stripe customer record, its subscription cancelled")
     lines.append("- your login (the account itself)")
     return (
         "Your Quarry account has been deleted, as you asked. We erased:\n\n"
