@@ -31,10 +31,12 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any
 
 from quarry.exports.storage import ArchiveWriter
@@ -43,6 +45,7 @@ FORMAT = "quarry-export"
 FORMAT_VERSION = 1
 JSON_COMPRESS_LEVEL = 3  # zlib 3: ~4x on JSON text at several times level 6's speed
 COPY_BYTES = 1024 * 1024
+MAX_LISTED_MISSING = 1000
 # Formats that are compressed already: stored as they are (deflating them gains nothing, costs CPU).
 COMPRESSED_TYPES = frozenset(
     {
@@ -235,6 +238,63 @@ class _Sink(io.RawIOBase):
         return self._position
 
 
+END_RECORD_BYTES = 22  # the end-of-central-directory record, without a comment
+
+
+def central_record(info: zipfile.ZipInfo) -> bytes:
+    """One entry's central-directory record, encoded by zipfile itself (its end record, less the end)."""
+    output = io.BytesIO()
+    probe = SimpleNamespace(filelist=[info], fp=output, start_dir=0, _allowZip64=True, _comment=b"", mode="w")
+    zipfile.ZipFile._write_end_record(probe)  # type: ignore[attr-defined]
+    return output.getvalue()[:-END_RECORD_BYTES]
+
+
+class _SpooledDirectory(list[zipfile.ZipInfo]):
+    """ZipFile.filelist, kept on disk: each finished entry's central-directory record goes to a
+    temporary file, so the archive's directory costs no memory however many files it has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries = 0
+        self.spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the archive)
+
+    def append(self, info: zipfile.ZipInfo) -> None:
+        self.spool.write(central_record(info))
+        self.entries += 1
+
+    def __len__(self) -> int:
+        return self.entries
+
+    def __iter__(self) -> Iterator[zipfile.ZipInfo]:
+        return iter(())
+
+
+class _Forgetful(dict[str, zipfile.ZipInfo]):
+    """ZipFile.NameToInfo, which would keep every entry: our names are unique by construction."""
+
+    def __setitem__(self, name: str, info: zipfile.ZipInfo) -> None:
+        return None
+
+
+class SpoolingZipFile(zipfile.ZipFile):
+    """A ZipFile for writing whose central directory waits on disk, not in memory, until the end."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, "w", allowZip64=True)
+        self.filelist = _SpooledDirectory()
+        self.NameToInfo = _Forgetful()
+
+    def _write_end_record(self) -> None:
+        directory = self.filelist
+        assert isinstance(directory, _SpooledDirectory)
+        directory.spool.seek(0)
+        while block := directory.spool.read(COPY_BYTES):
+            self.fp.write(block)  # type: ignore[union-attr]
+        directory.spool.close()
+        # zipfile writes the end records: no entry left to list, `len(filelist)` of them counted.
+        super()._write_end_record()  # type: ignore[misc]
+
+
 class Entry:
     """One file being written into the archive: its bytes pass through a SHA-256 on the way."""
 
@@ -315,11 +375,12 @@ class ArchiveBuilder:
     tenant_id: str
     files: dict[str, FileSummary] = field(default_factory=dict)
     originals: FileSummary = field(default_factory=FileSummary)
-    missing_originals: list[str] = field(default_factory=list)
+    missing_originals: list[str] = field(default_factory=list)  # the first MAX_LISTED_MISSING
+    missing_count: int = 0
     _zip: zipfile.ZipFile | None = None
 
     def __post_init__(self) -> None:
-        self._zip = zipfile.ZipFile(_Sink(self.writer), "w", allowZip64=True)
+        self._zip = SpoolingZipFile(_Sink(self.writer))
 
     def _open(self, name: str, *, compress: bool) -> Entry:
         assert self._zip is not None, "the archive is closed"
@@ -336,13 +397,18 @@ class ArchiveBuilder:
     def finish_json(self, name: str, array: JsonArray) -> None:
         self.files[name] = array.close()
 
+    def original_missing(self, document_id: str) -> None:
+        self.missing_count += 1
+        if len(self.missing_originals) < MAX_LISTED_MISSING:
+            self.missing_originals.append(document_id)
+
     def add_original(self, path_in_archive: str, source: Path, mime_type: str | None) -> tuple[int, str]:
         """Copy one original in; its size and SHA-256."""
-        entry = self._open(path_in_archive, compress=(mime_type or "") not in COMPRESSED_TYPES)
-        with source.open("rb") as handle:
+        with source.open("rb") as handle:  # opened first: a missing file leaves no entry half-written
+            entry = self._open(path_in_archive, compress=(mime_type or "") not in COMPRESSED_TYPES)
             while block := handle.read(COPY_BYTES):
                 entry.write(block)
-        summary = entry.close()
+            summary = entry.close()
         self.originals.rows += 1
         self.originals.bytes += summary.bytes
         return summary.bytes, summary.sha256
@@ -361,6 +427,7 @@ class ArchiveBuilder:
                 "bytes": self.originals.bytes,
                 "checksums": "each document's `sha256` in documents.json",
                 "missing": self.missing_originals,
+                "missing_count": self.missing_count,
             },
         }
 

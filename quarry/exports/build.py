@@ -49,7 +49,7 @@ from quarry.exports.archive import (
 from quarry.exports.service import ExportService
 from quarry.exports.storage import ArchiveStore, export_key
 from quarry.mail import Mail, Mailer
-from quarry.storage.blobs import BlobNotFound, BlobStore
+from quarry.storage.blobs import BlobNotFound, BlobStore, LocalBlobStore
 from quarry.storage.scratch import scratch_directory
 
 logger = logging.getLogger("quarry.exports")
@@ -279,22 +279,34 @@ class ExportBuilder:
         progress.file, progress.rows = "originals/", 0
         async with scratch_directory("quarry-export-") as scratch, conn.cursor(name="export_originals") as cursor:
             await cursor.execute(ORIGINALS_QUERY)
+            pending: asyncio.Future[None] | None = None
             while rows := await cursor.fetchmany(ORIGINAL_BATCH):
-                # The next file downloads while this one is written into the archive.
-                fetching = self._fetch(scratch, rows[0], 0)
-                for index, row in enumerate(rows):
-                    path = await fetching
-                    if index + 1 < len(rows):
-                        fetching = self._fetch(scratch, rows[index + 1], (index + 1) % 2)
-                    if path is None:
-                        archive.missing_originals.append(str(row["id"]))
-                        continue
-                    await _off_loop(
-                        archive.add_original, original_path(row["id"], row["title"]), path, row["mime_type"]
-                    )
-                    progress.rows += 1
-                    await progress.report()
+                if isinstance(self.blobs, LocalBlobStore):
+                    # Read in place, a batch per thread call, while the next batch is fetched.
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(_off_loop(_add_local_originals, archive, self.blobs, rows))
+                else:
+                    await self._downloaded_originals(scratch, archive, rows)
+                progress.rows += len(rows)
+                await progress.report()
+            if pending is not None:
+                await pending
         progress.files_done += 1
+        if archive.missing_count:
+            logger.warning("export: %d original(s) missing from storage (listed in its manifest)", archive.missing_count)
+
+    async def _downloaded_originals(self, scratch: Path, archive: ArchiveBuilder, rows: list[dict[str, Any]]) -> None:
+        """From a remote store: the next file downloads (to scratch) while this one is written into the archive."""
+        fetching = self._fetch(scratch, rows[0], 0)
+        for index, row in enumerate(rows):
+            path = await fetching
+            if index + 1 < len(rows):
+                fetching = self._fetch(scratch, rows[index + 1], (index + 1) % 2)
+            if path is None:
+                archive.original_missing(str(row["id"]))
+                continue
+            await _off_loop(archive.add_original, original_path(row["id"], row["title"]), path, row["mime_type"])
 
     def _fetch(self, scratch: Path, row: dict[str, Any], slot: int) -> asyncio.Future[Path | None]:
         async def download() -> Path | None:
@@ -304,11 +316,21 @@ class ExportBuilder:
             try:
                 await _off_loop(self.blobs.download_to, row["blob_key"], path)
             except BlobNotFound:
-                logger.warning("export: the original of document %s is missing from storage", row["id"])
                 return None
             return path
 
         return asyncio.ensure_future(download())
+
+
+def _add_local_originals(archive: ArchiveBuilder, blobs: LocalBlobStore, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        path = blobs.path_of(row["blob_key"]) if row["blob_key"] else None
+        try:
+            if path is None:
+                raise FileNotFoundError(row["id"])
+            archive.add_original(original_path(row["id"], row["title"]), path, row["mime_type"])
+        except FileNotFoundError:
+            archive.original_missing(str(row["id"]))
 
 
 def _add_documents(array: JsonArray, rows: list[dict[str, Any]]) -> None:

@@ -124,7 +124,7 @@ class LocalArchiveStore(LocalBlobStore):
     def download_url(self, key: str, *, filename: str, expires_seconds: int) -> str | None:
         return None
 
-    def path_of(self, key: str) -> Path | None:
+    def path_of(self, key: str) -> Path:
         path = self._path(key)
         if not path.is_file():
             raise BlobNotFound(key)

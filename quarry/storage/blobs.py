@@ -157,6 +157,10 @@ class LocalBlobStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def path_of(self, key: str) -> Path:
+        """Where the blob's file is (readers in this process may read it in place)."""
+        return self._path(key)
+
     def delete_prefix(self, prefix: str) -> int:
         directory = self._path(prefix)
         try:

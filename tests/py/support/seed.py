@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from quarry.documents.chunking import chunk_id
-from quarry.storage.blobs import BlobStore, blob_key
+from quarry.storage.blobs import BlobStore, LocalBlobStore, blob_key
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -38,15 +38,29 @@ class SeedDocument:
 
 
 def seed_documents(
-    admin_url: str, blobs: BlobStore, tenant: uuid.UUID, documents: Iterable[SeedDocument], *, dimensions: int = 384
+    admin_url: str,
+    blobs: BlobStore,
+    tenant: uuid.UUID,
+    documents: Iterable[SeedDocument],
+    *,
+    dimensions: int = 384,
+    durable: bool = True,
 ) -> list[uuid.UUID]:
-    """Store the originals, then the rows; returns the document ids in order."""
+    """Store the originals, then the rows; returns the document ids in order.
+
+    `durable=False` (a benchmark's bulk, local store only) writes the originals without an fsync each.
+    """
     seeded = list(documents)
     with tempfile.TemporaryDirectory(prefix="quarry-seed-") as scratch:
         for document in seeded:
+            key = blob_key(tenant, document.id)
+            if not durable and isinstance(blobs, LocalBlobStore):
+                (blobs.root / key).parent.mkdir(parents=True, exist_ok=True)
+                (blobs.root / key).write_bytes(document.original)
+                continue
             path = Path(scratch) / "original"
             path.write_bytes(document.original)
-            blobs.put_file(blob_key(tenant, document.id), path)
+            blobs.put_file(key, path)
     vector = "{" + ",".join(["0.05103"] * dimensions) + "}"
     with psycopg.connect(admin_url) as conn, conn.transaction():
         with conn.cursor().copy(

@@ -160,7 +160,9 @@ def test_the_archive_holds_everything_of_the_tenant_and_nothing_else(
         SeedDocument("Design doc", b"Drive doc bytes", "The Drive doc.", ["The Drive doc."], source="drive"),
         SeedDocument("ledger.txt", long_text.encode(), long_text, [long_text[:500], long_text[500:1000]]),
     ]
-    seeded = seed_documents(database.admin_url, blobs, owner.tenant_id, documents)
+    lost = SeedDocument("lost.txt", b"gone", "The stored file went missing.", ["The stored file went missing."])
+    seeded = seed_documents(database.admin_url, blobs, owner.tenant_id, [*documents, lost])
+    blobs.delete(f"documents/{owner.tenant_id}/{lost.id}")  # the archive says so instead of failing
     canary = f"zebra-canary-{uuid.uuid4().hex}"
     seed_documents(
         database.admin_url, blobs, other.tenant_id, [SeedDocument("c.txt", canary.encode(), canary, [canary])]
@@ -186,14 +188,14 @@ def test_the_archive_holds_everything_of_the_tenant_and_nothing_else(
 
     ready = export_of(owner, export["id"])
     assert ready["status"] == "ready" and ready["size_bytes"] > len(pdf)
-    assert ready["counts"]["documents.json"] == 4 and ready["counts"]["chunks.json"] == 6
+    assert ready["counts"]["documents.json"] == 5 and ready["counts"]["chunks.json"] == 7
     assert ready["counts"]["originals"] == 4 and ready["progress"] == {}
     expires_at = datetime.fromisoformat(ready["expires_at"])
     assert timedelta(days=6, hours=23) < expires_at - datetime.now(UTC) <= timedelta(days=7)
     link = ready["download_url"]
     assert link == f"http://127.0.0.1:8000/api/export/{export['id']}/download"
     mail = smtp.wait_for(str(admin.scalar("select email from auth.users where id = %s", owner.tenant_id)), "is ready")
-    assert link in mail.text and "4 documents" in mail.text
+    assert link in mail.text and "5 documents" in mail.text
 
     # Served by the gateway to its owner only (JWT or the owner's key), as an attachment.
     path = urlsplit(link).path
@@ -207,9 +209,10 @@ def test_the_archive_holds_everything_of_the_tenant_and_nothing_else(
 
     archive = open_archive(downloaded.content)
     manifest = verified_manifest(archive)
-    assert manifest["export_id"] == export["id"] and manifest["originals"]["missing"] == []
+    assert manifest["export_id"] == export["id"] and manifest["originals"]["missing"] == [str(lost.id)]
     by_id = {row["id"]: row for row in rows(archive, "documents.json")}
     assert sorted(by_id) == sorted(str(d) for d in seeded)
+    assert by_id[str(lost.id)]["content"] == lost.text and by_id[str(lost.id)]["original"] not in archive.namelist()
     for document in documents:
         row = by_id[str(document.id)]
         assert row["content"] == document.text and row["title"] == document.title and row["source"] == document.source
@@ -217,7 +220,7 @@ def test_the_archive_holds_everything_of_the_tenant_and_nothing_else(
         assert original == document.original and hashlib.sha256(original).hexdigest() == row["sha256"]
     chunks = rows(archive, "chunks.json")
     assert sorted((c["document_id"], c["ordinal"], c["text"]) for c in chunks) == sorted(
-        (str(d.id), n, text) for d in documents for n, text in enumerate(d.chunks)
+        (str(d.id), n, text) for d in [*documents, lost] for n, text in enumerate(d.chunks)
     )
     assert {"text", "position", "document_id"} <= set(chunks[0]) and "dense" not in chunks[0]
     assert [c["google_folder_id"] for c in rows(archive, "drive_configs.json")] == [folder.id]

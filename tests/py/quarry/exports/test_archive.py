@@ -1,10 +1,15 @@
-"""Every table that holds tenant rows is in the export or excluded with a reason, read from the catalog."""
+"""Every table that holds tenant rows is in the export or excluded with a reason, read from the catalog; the
+ZIP writer whose directory waits on disk writes exactly what zipfile writes."""
 
 from __future__ import annotations
 
+import io
+import zipfile
+from typing import Any
+
 import psycopg
 
-from quarry.exports.archive import EXCLUDED, JSON_FILES, exported_tables, original_path
+from quarry.exports.archive import EXCLUDED, JSON_FILES, SpoolingZipFile, exported_tables, original_path
 from tests.py.support.database import DatabaseUrls
 
 TENANT_TABLES = "select table_name::text from internal.tenant_tables()"
@@ -41,3 +46,36 @@ def test_file_names_are_unique_and_originals_keep_a_safe_name() -> None:
     assert original_path("d1", "../../etc/passwd") == "originals/d1/_.._etc_passwd"
     assert original_path("d1", "report: Q1?.pdf") == "originals/d1/report_ Q1_.pdf"
     assert original_path("d1", "...") == "originals/d1/original"
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.data += bytes(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return len(self.data)
+
+
+def _write(archive: zipfile.ZipFile) -> None:
+    for n, compress in enumerate([zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]):
+        info = zipfile.ZipInfo(f"dir/entry-{n}.json", date_time=(2026, 12, 6, 12, 0, 0))
+        info.compress_type = compress
+        with archive.open(info, "w", force_zip64=True) as entry:
+            entry.write(b"[1, 2, 3]" * (n + 1) * 1000)
+    archive.close()
+
+
+def test_the_spooled_central_directory_is_byte_for_byte_what_zipfile_writes() -> None:
+    plain, spooled = _Unseekable(), _Unseekable()
+    _write(zipfile.ZipFile(plain, "w", allowZip64=True))
+    _write(SpoolingZipFile(spooled))
+    assert bytes(spooled.data) == bytes(plain.data)
+    assert zipfile.ZipFile(io.BytesIO(bytes(spooled.data))).testzip() is None
