@@ -294,7 +294,7 @@ class ExportBuilder:
                 await pending
         progress.files_done += 1
         if archive.missing_count:
-            logger.warning("export: %d original(s) missing from storage (listed in its manifest)", archive.missing_count)
+            logger.warning("export: %d original(s) missing from storage (see its manifest)", archive.missing_count)
 
     async def _downloaded_originals(self, scratch: Path, archive: ArchiveBuilder, rows: list[dict[str, Any]]) -> None:
         """From a remote store: the next file downloads (to scratch) while this one is written into the archive."""
