@@ -131,8 +131,8 @@ def test_export_then_delete_the_account_with_a_worker_killed_mid_step(
         google.add("drive-two.txt", "text/plain", folder.id, b"The second Drive file, about slate.")
         config = owner.client.post("/api/drive/configs", headers=owner.headers, json={"folder_id": folder.id}).json()
         assert run_sync(owner, config["id"])["state"] == "succeeded"
-        wait_ready(admin, owner.tenant_id, timeout=180)
-        wait_ready(admin, other.tenant_id, timeout=180)
+        wait_ready(admin, owner.tenant_id, timeout=300)
+        wait_ready(admin, other.tenant_id, timeout=300)
         assert {owner.get(f"/api/documents/{i}").json()["status"] for i in ids} == {"ready"}
         key_id, key = new_key(owner, "to be erased")
         assert (
@@ -153,7 +153,7 @@ def test_export_then_delete_the_account_with_a_worker_killed_mid_step(
         export = owner.client.post("/api/export", headers=owner.headers).json()
         wait_for(
             lambda: owner.get(f"/api/export/{export['id']}").json()["status"] == "ready",
-            timeout=120,
+            timeout=300,
             message="the export",
         )
         link = next(line for line in smtp.wait_for(email, "is ready").text.splitlines() if line.startswith("http"))
@@ -183,13 +183,13 @@ def test_export_then_delete_the_account_with_a_worker_killed_mid_step(
             done = owner.get("/api/account/deletion").json()["steps"]
             return done[0]["done_at"] is not None and google.count("POST", "/revoke") > 0
 
-        wait_for(revoking, timeout=60, message="the deletion to reach Google")
+        wait_for(revoking, timeout=120, message="the deletion to reach Google")
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert [s["name"] for s in owner.get("/api/account/deletion").json()["steps"] if s["done_at"]] == ["inventory"]
     google.revoke_delay = 0
     with running_worker(env, tmp_path / "worker-2.log"):
-        wait_for(lambda: owner.get("/api/account/deletion").status_code == 401, timeout=120, message="the erasure")
+        wait_for(lambda: owner.get("/api/account/deletion").status_code == 401, timeout=300, message="the erasure")
 
     assert tables_holding(database.admin_url, owner.tenant_id) == {}, "rows with the tenant's id are left"
     assert index_count(gateway, owner.tenant_id) == 0
