@@ -145,21 +145,26 @@ grant execute on function internal.start_export(uuid) to authenticated;
 
 -- function: internal.export_progress
 
+-- plpgsql: app.account_deletions comes with the next migration.
 create function internal.export_progress(export uuid, current_progress jsonb)
 returns boolean
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
+begin
     update app.export_requests as e
     set progress = current_progress, updated_at = now()
-    where e.tenant_id = auth.uid() and e.id = export and e.status = 'running'
-    returning true
+    where
+        e.tenant_id = auth.uid() and e.id = export and e.status = 'running'
+        and not exists (select from app.account_deletions as d where d.tenant_id = e.tenant_id);
+    return case when found then true end;
+end
 $$;
 
 comment on function internal.export_progress(uuid, jsonb) is
-'Record how far the build of one of the caller''s running exports has got.';
+'Record how far the build of one of the caller''s running exports has got; null once it must stop (account deleted).';
 
 revoke execute on function internal.export_progress(uuid, jsonb) from public;
 grant execute on function internal.export_progress(uuid, jsonb) to authenticated;
@@ -185,7 +190,9 @@ begin
         status = 'ready', size_bytes = archive_bytes, counts = file_counts, progress = '{}',
         finished_at = now(), updated_at = now(),
         expires_at = app.utc_add(app.clock(), make_interval(days => link_days))
-    where e.tenant_id = auth.uid() and e.id = export and e.status = 'running'
+    where
+        e.tenant_id = auth.uid() and e.id = export and e.status = 'running'
+        and not exists (select from app.account_deletions as d where d.tenant_id = e.tenant_id)
     returning e.expires_at into expiry;
     if expiry is not null then
         perform internal.audit(auth.uid(), 'export.ready', 'export', export, jsonb_build_object('size_bytes', archive_bytes));
@@ -195,7 +202,7 @@ end
 $$;
 
 comment on function internal.finish_export(uuid, bigint, jsonb, integer) is
-'Mark one of the caller''s running exports ready (size, per-file counts) with its link''s expiry; null if not running.';
+'Mark one of the caller''s running exports ready (size, per-file counts, link expiry); null if it must not be.';
 
 revoke execute on function internal.finish_export(uuid, bigint, jsonb, integer) from public;
 grant execute on function internal.finish_export(uuid, bigint, jsonb, integer) to authenticated;

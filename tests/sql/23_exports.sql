@@ -3,7 +3,7 @@
 -- failure gives the plan's allowance back; each with allowed and denied callers.
 begin;
 set local search_path = tests, public;
-select plan(30);
+select plan(33);
 
 select tests.create_users('a', 'b', 'free');
 insert into app.subscriptions (tenant_id, plan_id, status)
@@ -121,6 +121,16 @@ select tests.reset_actor();
 insert into app.account_deletions (tenant_id, email) values (tests.user_id('b'), 'b@example.com');
 select tests.act_as(tests.user_id('b'));
 select is(internal.start_export(pg_temp.export_id('b1')), false, 'an export of an account being deleted does not start');
+select is(
+    internal.export_progress(pg_temp.export_id('a2'), '{}'), null, 'another tenant''s export cannot be moved on'
+);
+select tests.reset_actor();
+update app.export_requests set status = 'running' where id = pg_temp.export_id('b1');
+select tests.act_as(tests.user_id('b'));
+select is(internal.export_progress(pg_temp.export_id('b1'), '{}'), null, 'one already running is told to stop');
+select is(
+    internal.finish_export(pg_temp.export_id('b1'), 1, '{}', 7), null, 'and cannot turn ready (no link is mailed)'
+);
 
 -- anon, the service role
 
