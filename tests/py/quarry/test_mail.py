@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,13 +13,6 @@ from tests.py.support.mail import SmtpSink
 from tests.py.support.net import free_port
 
 SENDER = "Quarry <no-reply@quarry.test>"
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
 
 
 def test_a_message_reaches_the_server_as_plain_text(smtp: SmtpSink) -> None:

@@ -37,20 +37,6 @@ class WorkerKilled(BaseException):
     """Stands for SIGKILL: nothing after it runs (not even the failure's record)."""
 
 
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture(scope="module")
-def google() -> Iterator[FakeGoogle]:
-    fake = FakeGoogle().start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
 def service_key(jwks_server: JwksServer, database: DatabaseUrls, tokens: TokenFactory) -> Iterator[str]:
     """The local Supabase Auth's Admin API on, in the test database; the service-role key for it."""

@@ -32,13 +32,6 @@ def drive_env(google: FakeGoogle, **overrides: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def google() -> Iterator[FakeGoogle]:
-    fake = FakeGoogle().start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
 def drive_gateway(make_gateway: GatewayFactory, google: FakeGoogle) -> TestClient:
     return make_gateway(**drive_env(google))

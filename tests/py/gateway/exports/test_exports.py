@@ -40,35 +40,11 @@ from tests.py.support.archives import everything, open_archive, rows, verified_m
 from tests.py.support.database import DatabaseUrls, exposed_schema, gateway_env
 from tests.py.support.google import FakeGoogle
 from tests.py.support.mail import SmtpSink
-from tests.py.support.s3 import REGION, moto_server, use_fake_aws
+from tests.py.support.s3 import REGION
 from tests.py.support.seed import SeedDocument, seed_documents
 from tests.py.support.tokens import JwksServer, TokenFactory
 
 WEBHOOK_SECRET = "whsec_quarry_fake"  # the local Stripe's signing secret: never in an archive
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture(scope="module")
-def google() -> Iterator[FakeGoogle]:
-    fake = FakeGoogle().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """moto's S3 server and a bucket: (endpoint, bucket)."""
-    with pytest.MonkeyPatch.context() as monkeypatch, moto_server() as url:
-        use_fake_aws(monkeypatch, tmp_path_factory.mktemp("aws"))
-        bucket = f"quarry-exports-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3", endpoint_url=url, region_name=REGION).create_bucket(Bucket=bucket)
-        yield url, bucket
 
 
 @pytest.fixture(scope="module", autouse=True)
