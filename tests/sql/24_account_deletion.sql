@@ -5,7 +5,7 @@
 -- allowed and denied callers.
 begin;
 set local search_path = tests, public;
-select plan(39);
+select plan(42);
 
 select tests.create_users('a', 'b');
 insert into app.subscriptions (tenant_id, plan_id, status)
@@ -68,6 +68,26 @@ select is(
     (select count(*)::integer from procrastinate.procrastinate_jobs where task_name = 'account:delete'
         and args ->> 'tenant_id' = tests.user_id('a')::text and lock = 'account:' || tests.user_id('a')::text),
     1, 'the deletion job is deferred with it'
+);
+
+-- operators see the job, and how long a run took (procrastinate's events)
+
+select ok(
+    exists (select from ops.job_queue where task_name = 'account:delete' and queue_name = 'account' and waiting >= 1),
+    'ops.job_queue shows the deletion job waiting in its queue'
+);
+select ok(
+    exists (select from ops.account_deletions where tenant_id = tests.user_id('a') and state = 'queued'),
+    'ops.account_deletions shows the deletion (no email)'
+);
+update procrastinate.procrastinate_jobs set status = 'doing'
+where task_name = 'account:delete' and args ->> 'tenant_id' = tests.user_id('a')::text;
+update procrastinate.procrastinate_jobs set status = 'failed'
+where task_name = 'account:delete' and args ->> 'tenant_id' = tests.user_id('a')::text;
+select ok(
+    exists (select from ops.job_failures where task_name = 'account:delete' and tenant_id = tests.user_id('a'))
+    and exists (select from ops.job_durations where task_name = 'account:delete' and failed >= 1),
+    'a failed run is in ops.job_failures and counted in ops.job_durations'
 );
 
 -- who reads the deletion record
