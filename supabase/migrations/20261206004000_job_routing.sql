@@ -252,36 +252,47 @@ grant execute on function internal.record_job_failure(bigint, integer, text, tex
 
 -- function: internal.queue_gauges
 
--- What the worker's /metrics reports about the queue and the outbox, one
--- statement every few seconds: waiting and running jobs per queue, the age
--- of each queue's oldest waiting job, and the outbox's backlog and lag.
+-- What the worker's /metrics reports from the database, one statement every
+-- few seconds: waiting and running jobs per queue, the age of each queue's
+-- oldest waiting job, the outbox's backlog and lag, and the Stripe webhook's
+-- events by outcome.  Labels are queue names, job statuses and outcomes only.
 create function internal.queue_gauges()
-returns table (metric text, queue_name text, job_status text, value double precision)
+returns table (metric text, labels jsonb, value double precision)
 language sql
 stable
 security definer
 set search_path = ''
 as $$
-    select 'jobs', j.queue_name::text, j.status::text, count(*)::double precision
+    select
+        'jobs',
+        jsonb_build_object('queue', j.queue_name, 'status', j.status),
+        count(*)::double precision
     from procrastinate.procrastinate_jobs as j
     where j.status in ('todo', 'doing')
     group by j.queue_name, j.status
     union all
-    select 'oldest_waiting_seconds', j.queue_name::text, 'todo', max(extract(epoch from now() - e.at))::double precision
+    select
+        'oldest_waiting_seconds',
+        jsonb_build_object('queue', j.queue_name),
+        max(extract(epoch from now() - e.at))::double precision
     from procrastinate.procrastinate_jobs as j
-    inner join procrastinate.procrastinate_events as e on e.job_id = j.id and e.type = 'deferred'
+    inner join procrastinate.procrastinate_events as e on j.id = e.job_id and e.type = 'deferred'
     where j.status = 'todo'
     group by j.queue_name
     union all
-    select 'outbox_pending', null, null, o.pending::double precision from ops.outbox_status as o
+    select 'outbox_pending', '{}', o.pending::double precision from ops.outbox_status as o
     union all
-    select 'outbox_lag_seconds', null, null, o.lag_seconds::double precision from ops.outbox_status as o
+    select 'outbox_lag_seconds', '{}', o.lag_seconds::double precision from ops.outbox_status as o
     union all
-    select 'outbox_failing', null, null, o.failing::double precision from ops.outbox_status as o
+    select 'outbox_failing', '{}', o.failing::double precision from ops.outbox_status as o
+    union all
+    select 'webhook_events', jsonb_build_object('outcome', s.outcome), count(*)::double precision
+    from internal.stripe_events as s
+    group by s.outcome
 $$;
 
 comment on function internal.queue_gauges() is
-'Queue depth per queue and status, oldest waiting job per queue, outbox backlog and lag (the worker''s /metrics).';
+'Queue depth and oldest wait per queue, outbox backlog and lag, webhook events by outcome (the worker''s /metrics).';
 
 revoke execute on function internal.queue_gauges() from public;
 grant execute on function internal.queue_gauges() to quarry_worker;

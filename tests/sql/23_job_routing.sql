@@ -151,7 +151,7 @@ select results_eq(
 select set_eq(
     'select metric from internal.queue_gauges()',
     $$values ('jobs'), ('oldest_waiting_seconds'), ('outbox_pending'), ('outbox_lag_seconds'), ('outbox_failing')$$,
-    'queue_gauges reports depth, oldest wait and the outbox'
+    'queue_gauges reports depth, oldest wait and the outbox (webhook events once there are some)'
 );
 
 -- who may: the worker's login role only
