@@ -29,7 +29,7 @@ from gateway.metrics import resources as metrics_resources
 from gateway.middleware import ResponseHeaders
 from gateway.operations import Resource, route
 from gateway.search import endpoints as search
-from quarry.db import TenantDatabase
+from quarry.db import TenantDatabase, named
 from quarry.logs import configure_logging
 from quarry.metrics import POOL_STATS
 from quarry.outbox import OutboxRelay
@@ -52,6 +52,7 @@ MAX_THROTTLED_ADDRESSES = 50_000
 # uvicorn's loggers have handlers of their own: they get the same format.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 logger = logging.getLogger("quarry.gateway")
+APPLICATION_NAME = "quarry-gateway"  # its connections in pg_stat_activity
 
 
 def warm_up_then_freeze(settings: Settings) -> None:
@@ -87,9 +88,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging(
             ops.log_format, logging.getLevelName(logging.getLogger().level), extra_loggers=UVICORN_LOGGERS
         )
+        database_url = named(settings.database_url, APPLICATION_NAME)
         database = TenantDatabase.connect(
-            settings.tenant_database_url,
-            settings.database_url,
+            named(settings.tenant_database_url, APPLICATION_NAME),
+            database_url,
             max_size=ops.gateway_pool_size,
             service_max_size=ops.gateway_service_pool_size,
             timeout=ops.db_pool_timeout_seconds,
@@ -126,7 +128,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.metrics_readers = readers_per_minute(ops.metrics_reads_per_minute, "/metrics", "metrics")
         app.state.key_verifier = ApiKeyVerifier(
             database,
-            settings.database_url,
+            database_url,
             clients=app.state.failed_authentications,
             limits=KeyCheckLimits(
                 threads=settings.bcrypt_threads,

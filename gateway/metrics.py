@@ -1,6 +1,6 @@
 """The gateway's Prometheus metrics, and who may read them.
 
-Series (labels are route templates such as `/api/documents/{id}`, methods,
+Series (labels are route templates such as `/api/documents/{document_id}`, methods,
 statuses, credential kinds and limit names: never a raw path, a tenant or a
 key):
 

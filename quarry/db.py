@@ -143,6 +143,14 @@ class PoolHealth:
             await AsyncConnectionPool.check_connection(conn)
 
 
+def named(conninfo: str, application_name: str) -> str:
+    """The conninfo with an application_name (unless it names one already), so pg_stat_activity and
+    the operators can tell which process holds which connections."""
+    if "application_name" in psycopg.conninfo.conninfo_to_dict(conninfo):
+        return conninfo
+    return psycopg.conninfo.make_conninfo(conninfo, application_name=application_name)
+
+
 def create_pool(
     conninfo: str,
     *,

@@ -33,7 +33,7 @@ from typing import TypeVar
 import procrastinate
 from procrastinate.worker import Worker
 
-from quarry.db import TenantDatabase, is_transient, why
+from quarry.db import TenantDatabase, is_transient, named, why
 from quarry.documents.chunking import Chunker
 from quarry.documents.ingest import IngestPipeline
 from quarry.embedding import DenseEmbedder, EmbeddingBatcher, SparseEmbedder
@@ -50,6 +50,7 @@ from worker.stalled import QuietTransientErrors, requeue_stalled_jobs, watch_sta
 
 logger = logging.getLogger("quarry.worker")
 T = TypeVar("T")
+APPLICATION_NAME = "quarry-worker"  # its connections in pg_stat_activity
 
 CHUNK_OVERLAP_TOKENS = 32
 HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "2"))
@@ -77,8 +78,8 @@ async def run(settings: Settings, wanted_queues: Sequence[str] | None = None) ->
         # Jobs hold a connection only briefly (start, store), so the pool can stay small.
         ops = settings.ops
         database = TenantDatabase.connect(
-            settings.tenant_database_url,
-            settings.worker_database_url,
+            named(settings.tenant_database_url, APPLICATION_NAME),
+            named(settings.worker_database_url, APPLICATION_NAME),
             min_size=1,
             max_size=ops.worker_pool(settings.worker_concurrency),
             service_max_size=ops.worker_service_pool_size,
@@ -115,7 +116,9 @@ async def run(settings: Settings, wanted_queues: Sequence[str] | None = None) ->
             parsers=parsers,
         )
         context = WorkerContext(core, pipeline)
-        app = procrastinate_app(settings.worker_database_url, max_size=ops.worker_queue_pool_size)
+        app = procrastinate_app(
+            named(settings.worker_database_url, APPLICATION_NAME), max_size=ops.worker_queue_pool_size
+        )
         await open_queue(app, stack)
         served = await served_queues(app, database, wanted_queues)
         metrics_server = serve_metrics(ops.worker_metrics_host, ops.worker_metrics_port)
