@@ -167,6 +167,26 @@ async def run_clients(
     return latencies, statuses
 
 
+def gateway_figures(base: str) -> dict[str, float]:
+    """From the gateway's /metrics: its CPU seconds and its tenant pool's hand-outs, waits and timeouts."""
+    import httpx
+
+    time.sleep(1.1)  # the exposition is refreshed once a second
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    wanted = {
+        "cpu": "process_cpu_seconds_total ",
+        "wait": 'quarry_db_pool_wait_seconds_total{pool="tenant"} ',
+        "handed": 'quarry_db_pool_requests_total{pool="tenant"} ',
+        "timeouts": 'quarry_db_pool_timeouts_total{pool="tenant"} ',
+    }
+    figures = dict.fromkeys(wanted, 0.0)
+    for line in text.splitlines():
+        for name, prefix in wanted.items():
+            if line.startswith(prefix):
+                figures[name] = float(line.rsplit(" ", 1)[1])
+    return figures
+
+
 def ok_or_intended(status: int | str) -> bool:
     """2xx, or a 429 (a plan's rate limit: an intended refusal); anything else is an error."""
     return isinstance(status, int) and (status < 300 or status == 429)
@@ -245,6 +265,7 @@ def main() -> None:
                     time.sleep(0.2)
             sampler = threading.Thread(target=sample_connections, args=(admin_url, stop, peak))
             sampler.start()
+            before = gateway_figures(base)
             try:
                 latencies, statuses = asyncio.run(
                     run_clients(port, tokens, queries, uploads, args.seconds, args.think_ms / 1000)
@@ -252,6 +273,7 @@ def main() -> None:
             finally:
                 stop.set()
                 sampler.join()
+            after = gateway_figures(base)
     requests = sum(statuses.values())
     rate_limited = sum(count for (_, status), count in statuses.items() if status == 429)
     errors = sum(
@@ -271,6 +293,10 @@ def main() -> None:
     )
     print(f"  database connections: peak {peak.get('total', 0)} (gateway {peak.get('quarry-gateway', 0)}, "
           f"worker {peak.get('quarry-worker', 0)}); configured total {budget}")  # fmt: skip
+    used = {name: after[name] - before[name] for name in after}
+    print(f"  gateway: {used['cpu'] / args.seconds:.2f} CPU cores busy on average; a request waited "
+          f"{1000 * used['wait'] / max(used['handed'], 1):.1f} ms for a tenant connection on average "
+          f"({used['handed']:.0f} handed out, {used['timeouts']:.0f} pool timeouts)")  # fmt: skip
     print("targets: errors = 0 (429s are intended), search p99 <= 200 ms, peak <= configured total "
           "(2 cores shared with other work: indicative)")  # fmt: skip
 
