@@ -159,6 +159,7 @@ def test_every_bad_credential_is_a_401_problem(owner: Api, admin: Admin, tokens:
         assert str(body["type"]).endswith("/unauthorized"), why
 
 
+@pytest.mark.serial  # compares latencies: runs alone, after the parallel pass
 def test_refusals_past_the_checksum_take_the_same_time(
     owner: Api, admin: Admin, tokens: TokenFactory, make_gateway: GatewayFactory
 ) -> None:
