@@ -264,7 +264,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def list_documents(session: TenantSession, query: DocumentListQuery) -> DocumentPage:
-    conditions: list[str] = ["tenant_id = %s"]
+    conditions: list[str] = ["true"]
     params: list[object] = [session.tenant_id]
     if query.status:
         conditions.append("status = %s::app.document_status")
@@ -278,7 +278,7 @@ async def list_documents(session: TenantSession, query: DocumentListQuery) -> Do
     params.append(query.limit + 1)
     async with session.transaction() as conn:
         cursor = await conn.execute(
-            f"select {DOCUMENT_COLUMNS} from api.documents where {' and '.join(conditions)}"  # noqa: S608 (constants)
+            f"select {DOCUMENT_COLUMNS} from api.documents where tenant_id = %s and {' and '.join(conditions)}"  # noqa: S608
             " order by created_at desc, id desc limit %s",
             params,
         )
