@@ -63,7 +63,7 @@ def string_literals(tree: ast.AST) -> list[tuple[int, str]]:
 
 def statements_without_tenant(source: str, relations: set[str]) -> list[tuple[int, str]]:
     """(line, relation) for each SQL literal touching a tenant relation without naming tenant_id."""
-    missing = []
+    missing: list[tuple[int, str]] = []
     for line, text in string_literals(ast.parse(source)):
         touched = {name.lower() for name in _RELATION.findall(text)} & relations
         if touched and not _TENANT_VALUE.search(text):

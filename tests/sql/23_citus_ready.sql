@@ -5,7 +5,7 @@
 -- gateway's login role.
 begin;
 set local search_path = tests, public;
-select plan(32);
+select plan(36);
 
 select tests.create_users('a', 'b');
 
@@ -174,6 +174,31 @@ select results_eq(
     $$values ('file-1', null::uuid)$$,
     'the owner deletes a synced document: its Drive file stays, without a document'
 );
+
+-- internal.reissue_request_settings (PostgREST's db-pre-request under Citus)
+
+select tests.act_as(tests.user_id('a'), null, 'GET', '/rest/v1/documents', '{"x-request-id": "r-1"}');
+create temporary table before_reissue on commit drop as
+select
+    current_setting('request.jwt.claims') as claims,
+    current_setting('request.headers') as headers,
+    current_setting('request.method') as method,
+    current_setting('request.path') as path;
+select lives_ok($$select internal.reissue_request_settings()$$, 'a tenant''s request re-issues its settings');
+select results_eq(
+    $$select current_setting('request.jwt.claims'), current_setting('request.headers'),
+        current_setting('request.method'), current_setting('request.path')$$,
+    $$select claims, headers, method, path from before_reissue$$,
+    '... to the same values (now SET LOCAL, which Citus propagates)'
+);
+select tests.reset_actor();
+select tests.act_as_anon();
+select throws_ok(
+    $$select internal.reissue_request_settings()$$, '42501', null, 'anon is refused (it can use nothing in the API)'
+);
+select tests.act_as_service_role();
+select lives_ok($$select internal.reissue_request_settings()$$, 'the service role''s requests re-issue theirs');
+select tests.reset_actor();
 
 select * from finish();
 rollback;
