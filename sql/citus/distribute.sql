@@ -81,50 +81,40 @@ as $$
     select exists (select from pg_dist_partition as p where p.logicalrelid = relation)
 $$;
 
-create or replace function pg_temp.reference(relation regclass)
+-- Place a table unless Citus already did: 'reference', 'coordinator' (a Citus
+-- local table) or 'distributed' by a column, co-located as asked.
+create or replace function pg_temp.place(
+    relation regclass, placement text, distribution_column text default null, colocate text default null
+)
 returns void
 language plpgsql
 as $$
 begin
-    if not pg_temp.is_distributed(relation) then
+    if pg_temp.is_distributed(relation) then
+        return;
+    elsif placement = 'reference' then
         perform create_reference_table(relation);
-    end if;
-end
-$$;
-
-create or replace function pg_temp.distribute(relation regclass, distribution_column text, colocate text)
-returns void
-language plpgsql
-as $$
-begin
-    if not pg_temp.is_distributed(relation) then
-        perform create_distributed_table(relation, distribution_column, colocate_with => colocate);
-    end if;
-end
-$$;
-
-create or replace function pg_temp.coordinator_only(relation regclass)
-returns void
-language plpgsql
-as $$
-begin
-    if not pg_temp.is_distributed(relation) then
+    elsif placement = 'coordinator' then
         perform citus_add_local_table_to_metadata(relation);
+    elsif placement = 'distributed' then
+        perform create_distributed_table(relation, distribution_column, colocate_with => colocate);
+    else
+        raise exception 'unknown placement %', placement;
     end if;
 end
 $$;
 
 -- 1. reference tables (referenced ones first)
 
-select pg_temp.reference('auth.users');
-select pg_temp.reference('app.plans');
-select pg_temp.reference('app.subscription_entitlements');
-select pg_temp.reference('internal.billing_settings');
-select pg_temp.reference('internal.stripe_prices');
+select pg_temp.place('auth.users', 'reference');
+select pg_temp.place('app.plans', 'reference');
+select pg_temp.place('app.subscription_entitlements', 'reference');
+select pg_temp.place('internal.billing_settings', 'reference');
+select pg_temp.place('internal.stripe_prices', 'reference');
 
 -- Auth's own tables that reference auth.users (sessions, identities, ... on
 -- a self-hosted Auth) stay on the coordinator, as Citus local tables.
-select pg_temp.coordinator_only(c.conrelid)
+select pg_temp.place(c.conrelid, 'coordinator')
 from pg_constraint as c
 where
     c.contype = 'f'
@@ -134,34 +124,34 @@ where
 
 -- 2. lookups that precede the tenant, each by its looked-up value
 
-select pg_temp.distribute('internal.api_key_lookups', 'lookup_id', 'none');
-select pg_temp.distribute('internal.stripe_customer_lookups', 'stripe_customer_id', 'none');
-select pg_temp.distribute('app.drive_oauth_states', 'state_hash', 'none');
+select pg_temp.place('internal.api_key_lookups', 'distributed', 'lookup_id', 'none');
+select pg_temp.place('internal.stripe_customer_lookups', 'distributed', 'stripe_customer_id', 'none');
+select pg_temp.place('app.drive_oauth_states', 'distributed', 'state_hash', 'none');
 
 -- 3. tenant tables, by tenant_id, co-located with app.documents (referenced tables first)
 
-select pg_temp.distribute('app.documents', 'tenant_id', 'none');
-select pg_temp.distribute('app.chunks', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.document_texts', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.outbox', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.query_log', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.subscriptions', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.usage_counters', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.rate_limit_windows', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.api_keys', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.api_key_creations', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.audit_log', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.idempotency_keys', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.billing_customers', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.export_requests', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.drive_connections', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.drive_folders', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.drive_sync_runs', 'tenant_id', 'app.documents');
-select pg_temp.distribute('app.drive_files', 'tenant_id', 'app.documents');
+select pg_temp.place('app.documents', 'distributed', 'tenant_id', 'none');
+select pg_temp.place('app.chunks', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.document_texts', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.outbox', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.query_log', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.subscriptions', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.usage_counters', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.rate_limit_windows', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.api_keys', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.api_key_creations', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.audit_log', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.idempotency_keys', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.billing_customers', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.export_requests', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.drive_connections', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.drive_folders', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.drive_sync_runs', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.drive_files', 'distributed', 'tenant_id', 'app.documents');
 
 -- 4. the coordinator's own
 
-select pg_temp.coordinator_only('internal.stripe_events');
+select pg_temp.place('internal.stripe_events', 'coordinator');
 
 -- Functions that run on the workers (triggers and what they call, policies'
 -- auth.uid()) must exist there: every function of Quarry's schemas is
