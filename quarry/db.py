@@ -4,10 +4,13 @@ Every tenant read or write in the gateway and the worker goes through
 TenantDatabase.act_as(): one transaction in which `role`,
 `request.jwt.claims` (with `role` inside), `request.method`, `request.path`,
 `request.headers`, `search_path` and the impersonated role's own settings
-(e.g. Supabase's `statement_timeout` for authenticated) are set with
-set_config(..., is_local => true), the way PostgREST sets them; GET and HEAD
-run in a READ ONLY transaction, as in PostgREST.  RLS and the SQL functions
-therefore see the same caller whichever path a call takes, and everything
+(e.g. Supabase's `statement_timeout` for authenticated) are set local to the
+transaction, the values PostgREST sets; GET and HEAD run in a READ ONLY
+transaction, as in PostgREST.  They are set with `SET LOCAL` statements
+(values quoted by psycopg.sql.Literal), not set_config(): under Citus
+(`citus.propagate_set_commands = 'local'`) a SET LOCAL reaches the workers a
+transaction touches, set_config() does not, and RLS there would see no
+claims.  RLS and the SQL functions therefore see the same caller whichever path a call takes, and everything
 reverts when the transaction ends (commit or rollback).
 
 Database errors leave this module as QuarryErrors (`sql_error`), with the
@@ -36,7 +39,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -205,11 +208,32 @@ def request_settings(
     }
 
 
-def _set_config(settings: Mapping[str, str]) -> tuple[str, list[str]]:
-    """One statement that makes every setting local to the transaction."""
-    names = list(settings)
-    statement = "select " + ", ".join(f"set_config(%s, %s, true) as s{i}" for i in range(len(names)))
-    return statement, [value for name in names for value in (name, settings[name])]
+# Settings whose value is a list: SET takes one literal per element (one literal would be one element).
+LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces"})
+
+
+def _list_elements(value: str) -> list[str]:
+    """'api, "$user"' → ['api', '$user'] (a comma inside a quoted element is not supported)."""
+    elements = [part.strip() for part in value.split(",")]
+    quoted = [len(part) > 1 and part[0] == part[-1] == '"' for part in elements]
+    return [part[1:-1].replace('""', '"') if q else part for part, q in zip(elements, quoted, strict=True)]
+
+
+def set_local(settings: Mapping[str, str]) -> sql.Composed:
+    """`SET LOCAL name = 'value'` for every setting, in one round trip.
+
+    Names are quoted as identifiers and values as literals by psycopg (never
+    formatted into the text), so claims and headers cannot break out of them.
+    """
+    statements = []
+    for name, value in settings.items():
+        rendered: sql.Composable
+        if name in LIST_SETTINGS:
+            rendered = sql.SQL(", ").join(sql.Literal(element) for element in _list_elements(value))
+        else:
+            rendered = sql.Literal(value)
+        statements.append(sql.SQL("set local {} = {}").format(sql.Identifier(name), rendered))
+    return sql.SQL("; ").join(statements)
 
 
 class TenantDatabase:
@@ -292,7 +316,7 @@ class TenantDatabase:
                         )
                         await conn.set_read_only(method.upper() in READ_ONLY_METHODS)
                         await stack.enter_async_context(conn.transaction())
-                        await conn.execute(*_set_config(settings), prepare=True)
+                        await conn.execute(set_local(settings))
                     except psycopg.Error as error:
                         if not self._retry(error, attempt):
                             raise
