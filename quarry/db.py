@@ -44,6 +44,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from quarry.errors import RESERVED_MEMBERS, DatabaseUnavailable, InternalError, Invalid, QuarryError, error_for_status
+from quarry.metrics import POOL_TIMEOUTS
 from quarry.principal import Principal
 
 logger = logging.getLogger("quarry.db")
@@ -143,6 +144,14 @@ class PoolHealth:
     async def check(self, conn: Connection) -> None:
         if self.suspect:
             await AsyncConnectionPool.check_connection(conn)
+
+
+def named(conninfo: str, application_name: str) -> str:
+    """The conninfo with an application_name (unless it names one already), so pg_stat_activity and
+    the operators can tell which process holds which connections."""
+    if "application_name" in psycopg.conninfo.conninfo_to_dict(conninfo):
+        return conninfo
+    return psycopg.conninfo.make_conninfo(conninfo, application_name=application_name)
 
 
 def create_pool(
@@ -296,7 +305,7 @@ class TenantDatabase:
         (a restart since it was last used), the transaction starts again, once,
         on a fresh one.  A loss during the caller's work is theirs: a 503.
         """
-        with self._translate(anonymous=role == "anon"):
+        with self._translate(anonymous=role == "anon", pool="tenant"):
             for attempt in (1, 2):
                 async with contextlib.AsyncExitStack() as stack:
                     try:
@@ -322,7 +331,7 @@ class TenantDatabase:
         """One autocommit statement as the process's own login role, for the few privileged calls
         that precede a tenant (API-key lookup, rate limits, the outbox relay), retried once on a
         fresh connection if the connection was lost (every such statement of ours can run twice)."""
-        with self._translate():
+        with self._translate(pool="service"):
             for attempt in (1, 2):
                 try:
                     async with self.service_pool.connection() as conn:
@@ -337,7 +346,7 @@ class TenantDatabase:
     async def service_transaction(self) -> AsyncIterator[Connection]:
         """A transaction as the process's own login role, for the privileged work that spans more than
         one statement (billing reconciliation holds a customer's lock while it asks Stripe)."""
-        with self._translate():
+        with self._translate(pool="service"):
             async with self.service_pool.connection() as conn, conn.transaction():
                 yield conn
 
@@ -353,10 +362,16 @@ class TenantDatabase:
         return True
 
     @contextlib.contextmanager
-    def _translate(self, *, anonymous: bool = False) -> Iterator[None]:
-        """Database errors (a pool timeout included) leave as QuarryErrors."""
+    def _translate(self, *, pool: str, anonymous: bool = False) -> Iterator[None]:
+        """Database errors (a pool timeout included) leave as QuarryErrors.
+
+        A pool timeout is a busy pool, not a lost connection: it is counted
+        (quarry_db_pool_timeouts) but does not make the pool check connections."""
         try:
             yield
+        except PoolTimeout as error:
+            POOL_TIMEOUTS.labels(pool).inc()
+            raise sql_error(error, anonymous=anonymous) from error
         except psycopg.Error as error:
             translated = sql_error(error, anonymous=anonymous)
             if isinstance(translated, DatabaseUnavailable):
@@ -379,9 +394,18 @@ class TenantSession:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def for_job(cls, database: TenantDatabase, tenant_id: UUID, *, task: str, job_id: int | None) -> TenantSession:
-        """A worker job acting for its tenant; the job is its request id (audit log, logs)."""
-        request_id = f"job-{job_id}" if job_id is not None else f"job-{task}"
+    def for_job(
+        cls,
+        database: TenantDatabase,
+        tenant_id: UUID,
+        *,
+        task: str,
+        job_id: int | None,
+        request_id: str | None = None,
+    ) -> TenantSession:
+        """A worker job acting for its tenant, under the request id of the request that deferred it
+        (so the audit log and the jobs it defers in turn name that request), else its own."""
+        request_id = request_id or (f"job-{job_id}" if job_id is not None else f"job-{task}")
         return cls(
             database, Principal.for_tenant(tenant_id), path=f"/jobs/{task}", headers={"x-request-id": request_id}
         )
@@ -437,6 +461,10 @@ def sql_error(error: psycopg.Error, *, anonymous: bool = False) -> QuarryError:
     if error.sqlstate is None and isinstance(error, psycopg.DataError):
         # Refused by psycopg before it reached the server (a NUL in text, a number out of range).
         return Invalid("A value in the request cannot be stored (for example a NUL character).")
+    if isinstance(error, PoolTimeout):  # every connection of the budget busy for the whole wait
+        return DatabaseUnavailable(
+            "Every database connection is busy; try again shortly.", internal="PoolTimeout", sqlstate="08000"
+        )
     # No SQLSTATE: lost on the way (a dropped socket), or no connection to be had (the pool waited in vain).
     unreachable = connection_lost(error) or isinstance(error, PoolTimeout)
     sqlstate = error.sqlstate or ("08000" if unreachable else "XX000")

@@ -59,6 +59,8 @@ def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path,
         "STALLED_WORKER_SECONDS": "4",
         "WORKER_CONCURRENCY": "4",
         "DRIVE_TOKEN_KEYS": TEST_DRIVE_TOKEN_KEYS,
+        # Many test runs share this machine: a worker serves metrics only where a test asks for it.
+        "WORKER_METRICS_PORT": "0",
     }
     env.update(overrides)
     return env
