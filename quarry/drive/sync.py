@@ -56,6 +56,7 @@ from quarry.drive.google import (
 from quarry.drive.service import Connection as DriveConnection
 from quarry.drive.service import Drive
 from quarry.errors import PayloadTooLarge, QuarryError, QuotaExceeded, Unsupported
+from quarry.outbox import wake_relay
 
 logger = logging.getLogger("quarry.drive.sync")
 
@@ -210,8 +211,9 @@ class FolderSync:
     async def _folder(self) -> dict[str, Any] | None:
         async with self.session.transaction() as conn:
             cursor = await conn.execute(
-                "select google_folder_id, page_token, checkpoint from app.drive_folders where id = %s",
-                (self.folder_id,),
+                "select google_folder_id, page_token, checkpoint from app.drive_folders"
+                " where tenant_id = %s and id = %s",
+                (self.session.tenant_id, self.folder_id),
             )
             return await cursor.fetchone()
 
@@ -219,8 +221,8 @@ class FolderSync:
         async with self.session.transaction() as conn:
             cursor = await conn.execute(
                 "select file_id, state::text as state, version, document_id, name, parents, reason from app.drive_files"
-                " where folder_id = %s",
-                (self.folder_id,),
+                " where tenant_id = %s and folder_id = %s",
+                (self.session.tenant_id, self.folder_id),
             )
             rows = await cursor.fetchall()
         self.mapped = {
@@ -292,7 +294,13 @@ class FolderSync:
             document = old_document if keep_document else None
             await self._put(conn, item, state, version, document, reason, crawl)
             if old_document is not None and not keep_document:
-                await conn.execute("delete from api.documents where id = %s", (old_document,))
+                await self._delete_document(conn, old_document)
+
+    async def _delete_document(self, conn: Connection, document_id: uuid.UUID) -> None:
+        await conn.execute(
+            "delete from api.documents where tenant_id = %s and id = %s", (self.session.tenant_id, document_id)
+        )
+        await wake_relay(conn)
 
     async def _remove(self, file_ids: list[str]) -> None:
         if not file_ids:
@@ -492,7 +500,8 @@ class FolderSync:
             await self._put(conn, item, previous.state, version, previous.document_id, previous.reason, crawl)
             if name != previous.name and previous.document_id is not None:
                 await conn.execute(
-                    "update app.documents set title = %s where id = %s", (name[:255], previous.document_id)
+                    "update app.documents set title = %s where tenant_id = %s and id = %s",
+                    (name[:255], self.session.tenant_id, previous.document_id),
                 )
 
     async def _skip(self, item: dict[str, Any], version: str | None, reason: str, crawl: uuid.UUID | None) -> None:
@@ -509,7 +518,7 @@ class FolderSync:
             # In the insert's transaction: the new document replaces the old one atomically.
             await self._put(conn, item, "indexed", version, document.id, None, crawl)
             if old_document is not None:
-                await conn.execute("delete from api.documents where id = %s", (old_document,))
+                await self._delete_document(conn, old_document)
 
         try:
             await self.documents.create(self.session, download, origin="drive", on_insert=record)
