@@ -7,9 +7,14 @@
 -- request is 409 naming the one in progress, decided under a per-tenant lock
 -- before the plan's frequency is counted); the plan's frequency is the
 -- existing meter (internal.meter_export); an export that fails gives its
--- allowance back; the job is deferred in the transaction that records the
--- request; status, progress, counts and the link's expiry change only through
--- the functions below, from the states they start from.
+-- allowance back; the build job is deferred in the transaction that records
+-- the request, by internal.queue_export (api.request_export calls it right
+-- after its insert), never by a trigger: under Citus a trigger runs on the
+-- shard's node, where the queue is not (DESIGN §8).  A request recorded
+-- without its job (an insert into the table by another path) is queued by the
+-- expiry job's sweep (internal.requeue_exports).  Status, progress, counts and
+-- the link's expiry change only through the functions below, from the states
+-- they start from, each naming its tenant as a value.
 
 -- type: app.export_status
 
@@ -84,32 +89,63 @@ create trigger export_requests_active_guard
 before insert on app.export_requests
 for each row execute function internal.guard_export_request();
 
--- function: internal.enqueue_export (trigger on app.export_requests)
+-- function: internal.defer_export_build
 
-create function internal.enqueue_export()
-returns trigger
-language plpgsql
+-- One build per tenant at a time (lock export:<tenant>), one job per export (its queueing lock).
+create function internal.defer_export_build(tenant uuid, export uuid)
+returns bigint
+language sql
+volatile
 security definer
 set search_path = ''
 as $$
+    select internal.defer_job(
+        'exports:build', tenant, jsonb_build_object('export_id', export),
+        'export:' || tenant::text, 'export:' || tenant::text || ':' || export::text
+    )
+$$;
+
+comment on function internal.defer_export_build(uuid, uuid) is 'Defer the build job of one export.';
+
+revoke execute on function internal.defer_export_build(uuid, uuid) from public;
+
+-- function: internal.queue_export
+
+-- The build job of the caller's new (queued) export, and the request's audit
+-- entry, in the transaction that recorded it.
+create function internal.queue_export(export uuid)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    tenant uuid := auth.uid();
+    job bigint;
 begin
-    perform internal.defer_job(
-        'exports:build', new.tenant_id, jsonb_build_object('export_id', new.id),
-        'export:' || new.tenant_id::text, 'export:' || new.tenant_id::text || ':' || new.id::text
-    );
-    perform internal.audit(new.tenant_id, 'export.requested', 'export', new.id, '{}');
-    return null;
+    if tenant is null then
+        raise sqlstate '42501' using message = 'exports are queued by a signed-in user';
+    end if;
+    if not exists (
+        select from app.export_requests as e where e.tenant_id = tenant and e.id = export and e.status = 'queued'
+    ) then
+        perform internal.raise_http(
+            409, 'conflict', 'Only a queued export of the caller can be queued for building.',
+            jsonb_build_object('export_id', export)
+        );
+    end if;
+    job := internal.defer_export_build(tenant, export);
+    perform internal.audit(tenant, 'export.requested', 'export', export, '{}');
+    return job;
 end
 $$;
 
-comment on function internal.enqueue_export() is
-'Defer the export''s build job (one per tenant at a time) and audit the request, in the requesting transaction.';
+comment on function internal.queue_export(uuid) is
+'Defer the build job of the caller''s new (queued) export and audit the request, in the requesting transaction.';
 
-revoke execute on function internal.enqueue_export() from public;
-
-create trigger export_requests_enqueue
-after insert on app.export_requests
-for each row execute function internal.enqueue_export();
+revoke execute on function internal.queue_export(uuid) from public;
+grant execute on function internal.queue_export(uuid) to authenticated;
 
 -- function: internal.start_export
 
@@ -153,12 +189,14 @@ volatile
 security definer
 set search_path = ''
 as $$
+declare
+    tenant uuid := auth.uid();
 begin
     update app.export_requests as e
     set progress = current_progress, updated_at = now()
     where
-        e.tenant_id = auth.uid() and e.id = export and e.status = 'running'
-        and not exists (select from app.account_deletions as d where d.tenant_id = e.tenant_id);
+        e.tenant_id = tenant and e.id = export and e.status = 'running'
+        and not exists (select from app.account_deletions as d where d.tenant_id = tenant);
     return case when found then true end;
 end
 $$;
@@ -180,6 +218,7 @@ security definer
 set search_path = ''
 as $$
 declare
+    tenant uuid := auth.uid();
     expiry timestamptz;
 begin
     if link_days not between 1 and 7 then
@@ -191,11 +230,11 @@ begin
         finished_at = now(), updated_at = now(),
         expires_at = app.utc_add(app.clock(), make_interval(days => link_days))
     where
-        e.tenant_id = auth.uid() and e.id = export and e.status = 'running'
-        and not exists (select from app.account_deletions as d where d.tenant_id = e.tenant_id)
+        e.tenant_id = tenant and e.id = export and e.status = 'running'
+        and not exists (select from app.account_deletions as d where d.tenant_id = tenant)
     returning e.expires_at into expiry;
     if expiry is not null then
-        perform internal.audit(auth.uid(), 'export.ready', 'export', export, jsonb_build_object('size_bytes', archive_bytes));
+        perform internal.audit(tenant, 'export.ready', 'export', export, jsonb_build_object('size_bytes', archive_bytes));
     end if;
     return expiry;
 end
@@ -251,15 +290,19 @@ grant execute on function internal.fail_export(uuid, text) to authenticated;
 -- The email went out: recorded so that a retried job does not send it twice.
 create function internal.export_notified(export uuid)
 returns boolean
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
+declare
+    tenant uuid := auth.uid();
+begin
     update app.export_requests as e
     set notified_at = now(), updated_at = now()
-    where e.tenant_id = auth.uid() and e.id = export and e.notified_at is null
-    returning true
+    where e.tenant_id = tenant and e.id = export and e.notified_at is null;
+    return case when found then true end;
+end
 $$;
 
 comment on function internal.export_notified(uuid) is
@@ -312,6 +355,49 @@ comment on function internal.expire_export(uuid, uuid) is
 revoke execute on function internal.expire_export(uuid, uuid) from public;
 grant execute on function internal.expire_export(uuid, uuid) to quarry_worker;
 
+-- function: internal.requeue_exports
+
+-- Queued exports without a build job (recorded by a path that did not call
+-- internal.queue_export, or whose job was lost) get one, so a request never
+-- blocks its tenant's next one for good.  The queue is read first, on its own
+-- (under Citus it lives on the coordinator), then the exports.
+create function internal.requeue_exports(grace_seconds integer)
+returns integer
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    building text[];
+    stranded record;
+    requeued integer := 0;
+begin
+    select coalesce(array_agg(j.args ->> 'export_id'), '{}') into building
+    from procrastinate.procrastinate_jobs as j
+    where j.task_name = 'exports:build' and j.status in ('todo', 'doing');
+    for stranded in
+        select e.tenant_id, e.id from app.export_requests as e
+        where
+            e.status = 'queued'
+            and e.created_at <= now() - make_interval(secs => grace_seconds)
+            and e.id::text <> all(building)
+        order by e.created_at
+        limit 100
+    loop
+        perform internal.defer_export_build(stranded.tenant_id, stranded.id);
+        requeued := requeued + 1;
+    end loop;
+    return requeued;
+end
+$$;
+
+comment on function internal.requeue_exports(integer) is
+'Defer the build job of every queued export (older than grace_seconds) that has none; how many.';
+
+revoke execute on function internal.requeue_exports(integer) from public;
+grant execute on function internal.requeue_exports(integer) to quarry_worker;
+
 -- API (exposed to supabase-js; the caller's privileges and RLS)
 
 -- A ready export past its expiry reads as expired even before the expiry job has run.
@@ -329,7 +415,8 @@ select
     created_at,
     started_at,
     finished_at,
-    expires_at
+    expires_at,
+    tenant_id
 from app.export_requests;
 
 comment on view api.exports is
@@ -341,16 +428,21 @@ grant select on api.exports to authenticated, service_role;
 
 create function api.request_export()
 returns setof api.exports
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-    with requested as (insert into app.export_requests default values returning *)
-    select
-        r.id,
-        r.status, r.progress, r.counts, r.size_bytes, r.error, r.created_at, r.started_at, r.finished_at,
-        r.expires_at
-    from requested as r
+declare
+    requested app.export_requests;
+begin
+    insert into app.export_requests default values returning * into requested;
+    perform internal.queue_export(requested.id);
+    return query select
+        requested.id,
+        requested.status, requested.progress, requested.counts, requested.size_bytes, requested.error,
+        requested.created_at, requested.started_at, requested.finished_at, requested.expires_at,
+        requested.tenant_id;
+end
 $$;
 
 comment on function api.request_export() is

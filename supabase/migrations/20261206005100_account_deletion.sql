@@ -3,7 +3,8 @@
 --
 -- The rules kept here: `DELETE /api/account` (the gateway's login, for the
 -- JWT's own user, confirmed by the account's email) records the deletion,
--- revokes every API key (their NOTIFY empties every gateway's key cache) and
+-- revokes every API key (announcing each on quarry_api_keys, as
+-- internal.revoke_api_key does, so every gateway's key cache drops it) and
 -- defers `account:delete`, in one transaction; from then on the gateway
 -- admits the tenant's requests only to read the deletion's progress
 -- (internal.admit_request), PostgREST refuses them too (its pre-request
@@ -48,6 +49,23 @@ create policy account_deletions_select_service on app.account_deletions
 for select to service_role
 using (true);
 
+-- function: internal.defer_account_deletion
+
+-- One deletion job per tenant (lock account:<tenant>; its queueing lock while it waits).
+create function internal.defer_account_deletion(tenant uuid)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+    select internal.defer_job('account:delete', tenant, '{}', 'account:' || tenant::text, 'account-delete:' || tenant::text)
+$$;
+
+comment on function internal.defer_account_deletion(uuid) is 'Defer the erasure job of an account being deleted.';
+
+revoke execute on function internal.defer_account_deletion(uuid) from public;
+
 -- function: internal.request_account_deletion
 
 -- For the gateway's login only (the tenant comes from a verified JWT, never
@@ -62,6 +80,7 @@ as $$
 declare
     user_email text;
     deletion app.account_deletions;
+    revoked uuid;
 begin
     select u.email into user_email from auth.users as u where u.id = tenant for update;
     if not found then
@@ -78,12 +97,16 @@ begin
         );
     end if;
     insert into app.account_deletions (tenant_id, email) values (tenant, user_email) returning * into deletion;
-    -- Every key stops now: the revocation trigger NOTIFYs every gateway's key cache.
-    update app.api_keys as k set revoked_at = now() where k.tenant_id = tenant and k.revoked_at is null;
+    -- Every key stops now, on every gateway: each revocation is announced (delivered at commit).
+    for revoked in
+        update app.api_keys as k set revoked_at = now()
+        where k.tenant_id = tenant and k.revoked_at is null
+        returning k.id
+    loop
+        perform pg_notify('quarry_api_keys', revoked::text);
+    end loop;
     perform internal.audit(tenant, 'account.deletion_requested', 'account', tenant, '{}');
-    perform internal.defer_job(
-        'account:delete', tenant, '{}', 'account:' || tenant::text, 'account-delete:' || tenant::text
-    );
+    perform internal.defer_account_deletion(tenant);
     return next deletion;
 end
 $$;
@@ -148,19 +171,24 @@ grant execute on function internal.admit_request(uuid, uuid, boolean) to quarry_
 
 -- function: internal.check_request
 
--- PostgREST's pre-request function (db-pre-request, set below): supabase-js
--- gets the gateway's refusals, 403 while the account is being deleted and
--- 401 once its user is gone.
+-- PostgREST's pre-request function (db-pre-request; PostgREST takes one, so
+-- this is the one, on Supabase and on Citus alike): it first re-issues the
+-- request's settings with SET LOCAL (internal.reissue_request_settings: what
+-- carries the claims to the Citus workers on 6B; the same values again,
+-- changing nothing, on Supabase), then gives supabase-js the gateway's
+-- refusals: 403 while the account is being deleted, 401 once its user is gone.
 create function internal.check_request()
 returns void
 language plpgsql
-stable
+volatile
 security definer
 set search_path = ''
 as $$
 declare
-    tenant uuid := auth.uid();
+    tenant uuid;
 begin
+    perform internal.reissue_request_settings();
+    tenant := auth.uid();
     if tenant is null then
         return;
     end if;
@@ -176,10 +204,11 @@ end
 $$;
 
 comment on function internal.check_request() is
-'PostgREST pre-request: refuse the requests of an account being deleted (403) or gone (401).';
+'PostgREST pre-request: settings again with SET LOCAL (Citus), then 403 for an account being deleted, 401 if gone.';
 
 revoke execute on function internal.check_request() from public;
-grant execute on function internal.check_request() to authenticated;
+-- As internal.reissue_request_settings: not anon (refused everywhere); the service role's requests pass.
+grant execute on function internal.check_request() to authenticated, service_role;
 
 do $pre_request$
 begin

@@ -152,6 +152,37 @@ comment on function internal.tenant_row_counts(uuid) is
 revoke execute on function internal.tenant_row_counts(uuid) from public;
 grant execute on function internal.tenant_row_counts(uuid) to quarry_worker;
 
+-- function: internal.delete_tenant_jobs
+
+-- A deleting tenant's jobs that are not running (but `own_job`), with the
+-- reasons their attempts failed (internal.job_failures): how many jobs.
+create function internal.delete_tenant_jobs(tenant uuid, own_job bigint)
+returns integer
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    gone bigint[];
+begin
+    with deleted as (
+        delete from procrastinate.procrastinate_jobs as j
+        where j.args ->> 'tenant_id' = tenant::text and j.status <> 'doing' and j.id is distinct from own_job
+        returning j.id
+    )
+
+    select coalesce(array_agg(d.id), '{}') into gone from deleted as d;
+    delete from internal.job_failures as f where f.job_id = any(gone);
+    return cardinality(gone);
+end
+$$;
+
+comment on function internal.delete_tenant_jobs(uuid, bigint) is
+'Delete a tenant''s jobs that are not running (but the caller''s own) and their failure reasons; how many.';
+
+revoke execute on function internal.delete_tenant_jobs(uuid, bigint) from public;
+
 -- function: internal.quiesce_tenant_jobs
 
 -- Nothing of the tenant's may run while it is erased: its waiting, failed and
@@ -168,8 +199,7 @@ declare
     running integer;
 begin
     perform internal.require_deletion(tenant);
-    delete from procrastinate.procrastinate_jobs as j
-    where j.args ->> 'tenant_id' = tenant::text and j.status <> 'doing' and j.id is distinct from own_job;
+    perform internal.delete_tenant_jobs(tenant, own_job);
     select count(*)::integer into running from procrastinate.procrastinate_jobs as j
     where j.args ->> 'tenant_id' = tenant::text and j.status = 'doing' and j.id is distinct from own_job;
     return running;
@@ -202,6 +232,9 @@ begin
         select x.id from app.documents as x where x.tenant_id = tenant limit batch
     );
     get diagnostics erased = row_count;
+    if erased > 0 then
+        perform pg_notify('quarry_outbox', '');  -- the relay, woken by the change (not by a trigger)
+    end if;
     return erased;
 end
 $$;
@@ -267,10 +300,7 @@ begin
                 erased := jsonb_set(erased, array[tbl::text], to_jsonb(coalesce((erased ->> tbl::text)::bigint, 0) + n));
             end if;
         end loop;
-        delete from procrastinate.procrastinate_jobs as j
-        where j.args ->> 'tenant_id' = tenant::text and j.status <> 'doing' and j.id is distinct from own_job;
-        get diagnostics n = row_count;
-        round_erased := round_erased + n;
+        round_erased := round_erased + internal.delete_tenant_jobs(tenant, own_job);
         if round_erased = 0 and not blocked then
             return erased;
         end if;
@@ -318,8 +348,7 @@ security definer
 set search_path = ''
 as $$
 begin
-    delete from procrastinate.procrastinate_jobs as j
-    where j.args ->> 'tenant_id' = tenant::text and j.status <> 'doing' and j.id is distinct from own_job;
+    perform internal.delete_tenant_jobs(tenant, own_job);
     update procrastinate.procrastinate_jobs as j
     set args = '{"erased": true}', lock = null, queueing_lock = null
     where j.id = own_job and j.args ->> 'tenant_id' = tenant::text;
@@ -337,7 +366,8 @@ grant execute on function internal.forget_account_deletion(uuid, bigint) to quar
 -- function: internal.deletions_to_resume
 
 -- Deletions whose job is gone (it gave up, or was lost): the periodic
--- `account:resume` defers them again, so every deletion ends.
+-- `account:resume` defers them again, so every deletion ends.  The queue is
+-- read first, on its own (under Citus it lives on the coordinator).
 create function internal.deletions_to_resume()
 returns integer
 language plpgsql
@@ -346,20 +376,20 @@ security definer
 set search_path = ''
 as $$
 declare
+    active_locks text[];
     tenant uuid;
     resumed integer := 0;
 begin
+    select coalesce(array_agg(j.lock), '{}') into active_locks
+    from procrastinate.procrastinate_jobs as j
+    where j.task_name = 'account:delete' and j.status in ('todo', 'doing');
     for tenant in
         select d.tenant_id from app.account_deletions as d
-        where not exists (
-            select from procrastinate.procrastinate_jobs as j
-            where j.lock = 'account:' || d.tenant_id::text and j.status in ('todo', 'doing')
-        )
+        where 'account:' || d.tenant_id::text <> all(active_locks)
+        order by d.requested_at
         limit 100
     loop
-        perform internal.defer_job(
-            'account:delete', tenant, '{}', 'account:' || tenant::text, 'account-delete:' || tenant::text
-        );
+        perform internal.defer_account_deletion(tenant);
         resumed := resumed + 1;
     end loop;
     return resumed;

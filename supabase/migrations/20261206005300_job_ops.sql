@@ -1,8 +1,16 @@
--- The export and account jobs' queues, and operator views of every job:
--- the queue per task, the failures, how long runs take (procrastinate's own
--- events), plus exports by status and the accounts being erased.
+-- The export and account jobs' base queues, and what operators see of them.
+--
+-- Their jobs are deferred through internal.defer_job like every task, so the
+-- plan's job pool and priority apply (an Enterprise tenant's export builds in
+-- `enterprise.exports`, its deletion in `enterprise.account`), and they show
+-- in the ops views of every job (20261206004100_ops_views): ops.job_queues
+-- (waiting and running, per queue and plan) and ops.failed_jobs (failed for
+-- good, with the reason).  Added here: ops.job_durations (how long each
+-- task's finished runs took, from procrastinate's own events; the worker's
+-- /metrics has the same as a histogram), exports by status and the accounts
+-- being erased.
 
--- function: internal.job_queue (the export and account jobs' queues)
+-- function: internal.job_queue (as before, with the export and account jobs' queues)
 
 create or replace function internal.job_queue(task_name text)
 returns text
@@ -50,36 +58,6 @@ from app.export_requests
 group by status;
 
 comment on view ops.exports is 'Exports by status, with the bytes their archives hold.';
-
-create view ops.job_queue as
-select
-    queue_name,
-    task_name,
-    count(*) filter (where status = 'todo') as waiting,
-    count(*) filter (where status = 'doing') as running,
-    count(*) filter (where status = 'todo' and scheduled_at > now()) as scheduled_later,
-    count(*) filter (where status = 'failed') as failed,
-    count(*) filter (where status = 'succeeded') as succeeded
-from procrastinate.procrastinate_jobs
-group by queue_name, task_name;
-
-comment on view ops.job_queue is 'Jobs per queue and task: waiting, running, failed, succeeded.';
-
-create view ops.job_failures as
-select
-    j.id,
-    j.queue_name,
-    j.task_name,
-    (j.args ->> 'tenant_id')::uuid as tenant_id,
-    j.attempts,
-    (
-        select max(e.at) from procrastinate.procrastinate_events as e
-        where e.job_id = j.id
-    ) as failed_at
-from procrastinate.procrastinate_jobs as j
-where j.status = 'failed';
-
-comment on view ops.job_failures is 'Jobs that failed for good (after their retries), newest events last.';
 
 create view ops.job_durations as
 with runs as (

@@ -1,9 +1,11 @@
--- Exports: a request is an insert (the job is deferred with it), one queued or
--- running per tenant, status and expiry move only through the functions, a
--- failure gives the plan's allowance back; each with allowed and denied callers.
+-- Exports: a request is an insert, whose build job internal.queue_export
+-- defers in the same transaction (the plan's job pool and priority; a request
+-- without its job is queued by the expiry job's sweep), one queued or running
+-- per tenant, status and expiry move only through the functions, a failure
+-- gives the plan's allowance back; each with allowed and denied callers.
 begin;
 set local search_path = tests, public;
-select plan(33);
+select plan(43);
 
 select tests.create_users('a', 'b', 'free');
 insert into app.subscriptions (tenant_id, plan_id, status)
@@ -41,14 +43,41 @@ select throws_ok(
 
 select tests.reset_actor();
 select results_eq(
-    $$select task_name::text, queue_name::text, args ->> 'export_id', lock from procrastinate.procrastinate_jobs
+    $$select task_name::text, queue_name::text, priority, args ->> 'export_id', lock
+      from procrastinate.procrastinate_jobs
       where args ->> 'export_id' = pg_temp.export_id('a1')::text$$,
-    $$select 'exports:build', 'exports', pg_temp.export_id('a1')::text, 'export:' || tests.user_id('a')::text$$,
-    'the build job is deferred with the request, one per tenant at a time (its lock)'
+    $$select 'exports:build', 'enterprise.exports', 20, pg_temp.export_id('a1')::text,
+        'export:' || tests.user_id('a')::text$$,
+    'the build job is deferred with the request, one per tenant at a time (its lock), in Enterprise''s own pool'
+);
+select is_empty(
+    $$select from pg_trigger where tgrelid = 'app.export_requests'::regclass and not tgisinternal
+      and tgfoid = 'internal.defer_job(text, uuid, jsonb, text, text)'::regprocedure$$,
+    'no trigger defers it (under Citus a trigger runs where the queue is not)'
 );
 select is(
     (select count(*)::integer from app.audit_log where tenant_id = tests.user_id('a') and action = 'export.requested'),
     1, 'the request is in the audit log'
+);
+
+-- queueing: the caller's own queued export only
+
+select tests.act_as(tests.user_id('b'));
+select is(
+    (
+        select r -> 'status' from (
+            select tests.refusal(format('select internal.queue_export(%L)', pg_temp.export_id('a1'))) as r
+        ) as x
+    ),
+    '409'::jsonb, 'B cannot queue A''s export'
+);
+select tests.act_as_anon();
+select throws_ok(
+    format('select internal.queue_export(%L)', pg_temp.export_id('a1')), '42501', null, 'anon cannot queue one'
+);
+select tests.act_as_service_role();
+select throws_ok(
+    format('select internal.queue_export(%L)', pg_temp.export_id('a1')), '42501', null, 'nor the service role'
 );
 
 -- building (the worker acts as the tenant)
@@ -106,12 +135,42 @@ select tests.set_clock(null);
 
 select tests.act_as(tests.user_id('free'));
 insert into e select 'f1', id from api.request_export();
+select tests.reset_actor();
+select is(
+    (
+        select queue_name::text || ' ' || priority from procrastinate.procrastinate_jobs
+        where args ->> 'export_id' = pg_temp.export_id('f1')::text
+    ),
+    'exports 0', 'Free''s build job waits in the shared queue at Free''s priority'
+);
+select tests.act_as(tests.user_id('free'));
 select is(internal.fail_export(pg_temp.export_id('f1'), 'storage down'), true, 'Free''s export fails');
 select results_eq(
     $$select status::text, error from api.exports where id = pg_temp.export_id('f1')$$,
     $$values ('failed', 'storage down')$$, 'failed, saying why'
 );
-select lives_ok('select * from api.request_export()', 'a failed export does not count: Free may ask again');
+insert into e select 'f2', id from api.request_export();
+select isnt(pg_temp.export_id('f2'), null, 'a failed export does not count: Free may ask again');
+
+-- a request whose job is lost gets one from the sweep (the expiry job calls it)
+
+select tests.reset_actor();
+delete from procrastinate.procrastinate_jobs where args ->> 'export_id' = pg_temp.export_id('f2')::text;
+select tests.act_as(tests.user_id('free'));
+select throws_ok('select internal.requeue_exports(0)', '42501', null, 'a tenant cannot run the sweep');
+select tests.reset_actor();
+set local role quarry_worker;
+select is(internal.requeue_exports(3600), 0, 'a request younger than the grace period is left alone');
+select is(internal.requeue_exports(0), 1, 'a queued export without a build job gets one');
+select is(internal.requeue_exports(0), 0, 'and only one');
+select tests.reset_actor();
+select is(
+    (
+        select lock from procrastinate.procrastinate_jobs
+        where task_name = 'exports:build' and args ->> 'export_id' = pg_temp.export_id('f2')::text
+    ),
+    'export:' || tests.user_id('free')::text, 'with the tenant''s lock, as a request''s own'
+);
 
 -- an account being deleted cannot start one
 

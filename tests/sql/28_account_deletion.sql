@@ -5,7 +5,7 @@
 -- allowed and denied callers.
 begin;
 set local search_path = tests, public;
-select plan(42);
+select plan(47);
 
 select tests.create_users('a', 'b');
 insert into app.subscriptions (tenant_id, plan_id, status)
@@ -70,11 +70,14 @@ select is(
     1, 'the deletion job is deferred with it'
 );
 
--- operators see the job, and how long a run took (procrastinate's events)
+-- operators see the job, why it failed and how long a run took (procrastinate's events)
 
 select ok(
-    exists (select from ops.job_queue where task_name = 'account:delete' and queue_name = 'account' and waiting >= 1),
-    'ops.job_queue shows the deletion job waiting in its queue'
+    exists (
+        select from ops.job_queues
+        where queue_name = 'account' and plan = 'pro' and status = 'todo' and jobs >= 1
+    ),
+    'ops.job_queues shows the deletion job waiting in its queue (Pro: the shared one)'
 );
 select ok(
     exists (select from ops.account_deletions where tenant_id = tests.user_id('a') and state = 'queued'),
@@ -84,10 +87,16 @@ update procrastinate.procrastinate_jobs set status = 'doing'
 where task_name = 'account:delete' and args ->> 'tenant_id' = tests.user_id('a')::text;
 update procrastinate.procrastinate_jobs set status = 'failed'
 where task_name = 'account:delete' and args ->> 'tenant_id' = tests.user_id('a')::text;
+select internal.record_job_failure(j.id, 1, j.task_name, j.queue_name, 'DeletionWaiting: 1 job(s) still running', true)
+from procrastinate.procrastinate_jobs as j
+where j.task_name = 'account:delete' and j.args ->> 'tenant_id' = tests.user_id('a')::text;
 select ok(
-    exists (select from ops.job_failures where task_name = 'account:delete' and tenant_id = tests.user_id('a'))
+    exists (
+        select from ops.failed_jobs
+        where task_name = 'account:delete' and tenant_id = tests.user_id('a') and reason like 'DeletionWaiting:%'
+    )
     and exists (select from ops.job_durations where task_name = 'account:delete' and failed >= 1),
-    'a failed run is in ops.job_failures and counted in ops.job_durations'
+    'a failed run is in ops.failed_jobs with its reason and counted in ops.job_durations'
 );
 
 -- who reads the deletion record
@@ -128,6 +137,26 @@ select throws_ok(
     'a tenant cannot call the gateway''s admission'
 );
 select lives_ok('select internal.check_request()', 'PostgREST admits B');
+select tests.act_as(tests.user_id('b'), null, 'GET', '/rest/v1/exports', '{"x-request-id": "r-2"}');
+create temporary table before_check on commit drop as
+select
+    current_setting('request.jwt.claims') as claims,
+    current_setting('request.headers') as headers,
+    current_setting('request.path') as path;
+select internal.check_request();
+select results_eq(
+    $$select current_setting('request.jwt.claims'), current_setting('request.headers'), current_setting('request.path')$$,
+    $$select claims, headers, path from before_check$$,
+    'the one pre-request re-issues the request''s settings first (SET LOCAL, which reaches the Citus workers)'
+);
+select is(
+    (select provolatile from pg_proc where oid = 'internal.check_request()'::regprocedure), 'v',
+    '(volatile: a stable function may not SET)'
+);
+select tests.act_as_service_role();
+select lives_ok('select internal.check_request()', 'the service role''s requests pass it');
+select tests.act_as_anon();
+select throws_ok('select internal.check_request()', '42501', null, 'anon''s are refused (as everywhere)');
 select tests.act_as(tests.user_id('a'));
 select is(
     (select r ->> 'code' from (select tests.refusal('select internal.check_request()') as r) as x),
@@ -176,6 +205,12 @@ select is(
     internal.finish_deletion_step(tests.user_id('a'), 'inventory', '{"rows_found": {}}'), true, 'and records a step'
 );
 select is(internal.quiesce_tenant_jobs(tests.user_id('a'), null), 0, 'A''s jobs that are not running are gone');
+select tests.reset_actor();
+select is_empty(
+    $$select from internal.job_failures where error like 'DeletionWaiting:%'$$,
+    '... with the reasons their attempts failed'
+);
+set local role quarry_worker;
 select is(internal.erase_tenant_documents(tests.user_id('a'), 10), 1, 'A''s documents go');
 select ok(
     (internal.erase_tenant_rows(tests.user_id('a'), null) ? 'app.api_keys'), 'then every row of A, keys included'
