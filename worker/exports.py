@@ -1,13 +1,17 @@
 """Export jobs: `exports:build` builds one export's archive (quarry.exports.build); `exports:expire`
-deletes the archives whose link has expired and marks them `expired`.
+deletes the archives whose link has expired and marks them `expired`, and queues the build of any
+queued export that has no job (internal.requeue_exports).
 
-`exports:build` is deferred in SQL when an export is requested (the insert's
-trigger), with the lock `export:<tenant>`: one build per tenant at a time.
-Storage or database outages are retried (MAX_ATTEMPTS, exponential wait);
-after the last attempt, or at once for anything else, the export fails with
-a reason and its owner is emailed.  A worker killed mid-build leaves the job
-to the stalled-job sweep: the build starts again from the beginning (a
-partial archive is never visible).
+`exports:build` is deferred in SQL when an export is requested
+(internal.queue_export, in the requesting transaction), through
+internal.defer_job like every task (the plan's job pool and priority), with
+the lock `export:<tenant>`: one build per tenant at a time.  Storage or
+database outages are retried (MAX_ATTEMPTS, exponential wait); after the
+last attempt, or at once for anything else, the export fails with a reason
+and its owner is emailed, and the job itself fails with the error, so the
+worker's metrics and ops.failed_jobs count it (worker.observe).  A worker
+killed mid-build leaves the job to the stalled-job sweep: the build starts
+again from the beginning (a partial archive is never visible).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ QUEUE = "exports"
 EXPIRE_QUEUE = "maintenance"
 EXPIRE_CRON = "*/15 * * * *"
 MAX_ATTEMPTS = 4
+REQUEUE_GRACE_SECONDS = 300  # a queued export older than this without a build job gets one
 UNEXPECTED = "The export failed unexpectedly; request a new one (it does not count against your plan)."
 UNAVAILABLE = "File storage or the database was unavailable for too long; request a new export."
 GAVE_UP = "The export stopped its worker repeatedly; request a new one."
@@ -60,11 +65,11 @@ async def build(context: JobContext, tenant_id: str, export_id: str) -> str:
         if context.job.attempts + 1 < MAX_ATTEMPTS:
             raise  # procrastinate retries it
         await builder.fail(session, uuid.UUID(export_id), UNAVAILABLE)
-        return "failed"
+        raise  # the last attempt: the job fails with it (metrics, ops.failed_jobs)
     except Exception:
         logger.exception("export %s failed", export_id)
         await builder.fail(session, uuid.UUID(export_id), UNEXPECTED)
-        return "failed"
+        raise
 
 
 async def expire(context: JobContext, timestamp: int) -> int:
@@ -72,6 +77,11 @@ async def expire(context: JobContext, timestamp: int) -> int:
     expired = await expire_exports(worker.core.database, worker.core.archives)
     if expired:
         logger.info("%d export archive(s) expired and deleted", expired)
+    row = await worker.core.database.fetch_one(
+        "select internal.requeue_exports(%s) as requeued", (REQUEUE_GRACE_SECONDS,)
+    )
+    if row and row["requeued"]:
+        logger.warning("queued the build of %d export(s) that had no job", row["requeued"])
     return expired
 
 

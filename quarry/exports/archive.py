@@ -86,16 +86,22 @@ DOCUMENTS = JsonFile(
             id, title, source, mime_type, size_bytes, sha256, status, error_reason, page_count, chunk_count,
             char_count, created_at, updated_at, ready_at
         from app.documents
+        where tenant_id = %(tenant)s
     ) as d
-    left join app.document_texts as t on t.document_id = d.id
+    left join app.document_texts as t on t.tenant_id = %(tenant)s and t.document_id = d.id
     order by d.id
     """,
 )
 
 
-def table_file(name: str, tables: tuple[str, ...], columns: str, source: str, order: str) -> JsonFile:
-    """A JSON file of rows of one table or view (the caller's rows: RLS), those columns, in that order."""
-    query = f"select row_to_json(x)::text as row from (select {columns} from {source} order by {order}) as x"  # noqa: S608
+def table_file(
+    name: str, tables: tuple[str, ...], columns: str, source: str, order: str, *, where: str = "tenant_id = %(tenant)s"
+) -> JsonFile:
+    """A JSON file of rows of one table or view (the tenant's rows, named as a value; RLS too), those
+    columns, in that order.  Every query of the archive takes the tenant as `%(tenant)s`."""
+    query = (
+        f"select row_to_json(x)::text as row from (select {columns} from {source} where {where} order by {order}) as x"  # noqa: S608
+    )
     return JsonFile(name, tables, query)
 
 
@@ -156,13 +162,24 @@ OTHER_FILES: tuple[JsonFile, ...] = (
         ("app.subscriptions", "app.billing_customers"),
         """
         select json_build_object(
-            'plan', app.effective_plan(auth.uid()),
-            'subscription', (select to_jsonb(s) - 'tenant_id' from app.subscriptions as s),
-            'stripe_customer_id', (select c.stripe_customer_id from app.billing_customers as c)
+            'plan', app.effective_plan(%(tenant)s),
+            'subscription', (
+                select to_jsonb(s) - 'tenant_id' from app.subscriptions as s where s.tenant_id = %(tenant)s
+            ),
+            'stripe_customer_id', (
+                select c.stripe_customer_id from app.billing_customers as c where c.tenant_id = %(tenant)s
+            )
         )::text as row
         """,
     ),
-    table_file("usage.json", ("app.usage_counters", "app.rate_limit_windows"), "*", "api.usage", "1"),
+    table_file(
+        "usage.json",
+        ("app.usage_counters", "app.rate_limit_windows"),
+        "*",
+        "app.usage_of(%(tenant)s)",  # api.usage for a tenant given as a value
+        "1",
+        where="true",
+    ),
     table_file(
         "audit_log.json",
         ("app.audit_log",),
@@ -188,9 +205,14 @@ EXCLUDED: dict[str, str] = {
     "app.drive_oauth_states": "a Drive authorization in progress (a hash and a PKCE verifier, 10 minutes)",
     "app.api_key_creations": "how many API keys were created this hour (a rate limit), no content",
     "internal.stripe_events": "Stripe's webhook deliveries (event ids and outcomes): operational records",
+    "internal.api_key_lookups": "routing of a key's public lookup id to its tenant (the keys are in api_keys.json)",
+    "internal.stripe_customer_lookups": "routing of the Stripe customer to its tenant (it is in subscription.json)",
 }
 
-ORIGINALS_QUERY = "select id, title, mime_type, blob_key, sha256, size_bytes from app.documents order by id"
+ORIGINALS_QUERY = (
+    "select id, title, mime_type, blob_key, sha256, size_bytes from app.documents"
+    " where tenant_id = %(tenant)s order by id"
+)
 
 
 def exported_tables() -> set[str]:

@@ -128,11 +128,12 @@ class ExportBuilder:
         try:
             await progress.report(force=True)
             reader = replace(session, method="GET")
+            tenant = {"tenant": session.tenant_id}  # every archive query names its tenant as a value
             async with reader.transaction() as conn:
-                await self._documents(conn, archive, progress)
+                await self._documents(conn, archive, progress, tenant)
                 for spec in OTHER_FILES:
-                    await self._json_file(conn, spec, archive, progress)
-                await self._originals(conn, archive, progress)
+                    await self._json_file(conn, spec, archive, progress, tenant)
+                await self._originals(conn, archive, progress, tenant)
             await _off_loop(archive.close)
             size = await _off_loop(writer.commit)
         except BaseException:
@@ -215,17 +216,22 @@ class ExportBuilder:
 
     async def _notified(self, session: TenantSession, export_id: uuid.UUID) -> bool:
         async with session.transaction() as conn:
-            cursor = await conn.execute("select notified_at from app.export_requests where id = %s", (export_id,))
+            cursor = await conn.execute(
+                "select notified_at from app.export_requests where tenant_id = %s and id = %s",
+                (session.tenant_id, export_id),
+            )
             row = await cursor.fetchone()
         return row is None or row["notified_at"] is not None
 
     # --- the archive's parts
 
-    async def _documents(self, conn: Connection, archive: ArchiveBuilder, progress: _Progress) -> None:
+    async def _documents(
+        self, conn: Connection, archive: ArchiveBuilder, progress: _Progress, tenant: dict[str, uuid.UUID]
+    ) -> None:
         array = await _off_loop(archive.json_array, DOCUMENTS.name)
         progress.file, progress.rows = DOCUMENTS.name, 0
         async with conn.cursor(name="export_documents") as cursor:
-            await cursor.execute(DOCUMENTS.query)
+            await cursor.execute(DOCUMENTS.query, tenant)
             pending: asyncio.Future[None] | None = None
             while rows := await cursor.fetchmany(DOCUMENT_BATCH):
                 inline = [row for row in rows if row["content"] is not None or not row["content_chars"]]
@@ -237,7 +243,7 @@ class ExportBuilder:
                     await pending
                     pending = None
                     for row in long_rows:
-                        await self._long_document(conn, array, row)
+                        await self._long_document(conn, array, row, tenant)
                 progress.rows += len(rows)
                 await progress.report()
             if pending is not None:
@@ -245,24 +251,34 @@ class ExportBuilder:
         await _off_loop(archive.finish_json, DOCUMENTS.name, array)
         progress.files_done += 1
 
-    async def _long_document(self, conn: Connection, array: JsonArray, row: dict[str, Any]) -> None:
+    async def _long_document(
+        self, conn: Connection, array: JsonArray, row: dict[str, Any], tenant: dict[str, uuid.UUID]
+    ) -> None:
         head = content_head(row["row"])
         await _off_loop(array.begin_partial, head)
         document_id = uuid.UUID(json.loads(row["row"])["id"])
         for start in range(1, int(row["content_chars"]) + 1, CONTENT_SLICE_CHARS):
             cursor = await conn.execute(
-                "select substr(text, %s, %s) as piece from app.document_texts where document_id = %s",
-                (start, CONTENT_SLICE_CHARS, document_id),
+                "select substr(text, %(start)s, %(length)s) as piece from app.document_texts"
+                " where tenant_id = %(tenant)s and document_id = %(document)s",
+                {**tenant, "start": start, "length": CONTENT_SLICE_CHARS, "document": document_id},
             )
             piece = await cursor.fetchone()
             await _off_loop(array.continue_partial, content_piece(piece["piece"] if piece else ""))
         await _off_loop(array.continue_partial, '"}')
 
-    async def _json_file(self, conn: Connection, spec: JsonFile, archive: ArchiveBuilder, progress: _Progress) -> None:
+    async def _json_file(
+        self,
+        conn: Connection,
+        spec: JsonFile,
+        archive: ArchiveBuilder,
+        progress: _Progress,
+        tenant: dict[str, uuid.UUID],
+    ) -> None:
         array = await _off_loop(archive.json_array, spec.name)
         progress.file, progress.rows = spec.name, 0
         async with conn.cursor(name=f"export_{spec.name.split('.')[0]}") as cursor:
-            await cursor.execute(spec.query)
+            await cursor.execute(spec.query, tenant)
             pending: asyncio.Future[None] | None = None
             while rows := await cursor.fetchmany(ROW_BATCH):
                 if pending is not None:
@@ -275,10 +291,12 @@ class ExportBuilder:
         await _off_loop(archive.finish_json, spec.name, array)
         progress.files_done += 1
 
-    async def _originals(self, conn: Connection, archive: ArchiveBuilder, progress: _Progress) -> None:
+    async def _originals(
+        self, conn: Connection, archive: ArchiveBuilder, progress: _Progress, tenant: dict[str, uuid.UUID]
+    ) -> None:
         progress.file, progress.rows = "originals/", 0
         async with scratch_directory("quarry-export-") as scratch, conn.cursor(name="export_originals") as cursor:
-            await cursor.execute(ORIGINALS_QUERY)
+            await cursor.execute(ORIGINALS_QUERY, tenant)
             pending: asyncio.Future[None] | None = None
             while rows := await cursor.fetchmany(ORIGINAL_BATCH):
                 if isinstance(self.blobs, LocalBlobStore):

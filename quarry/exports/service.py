@@ -1,9 +1,9 @@
 """Exports for the gateway: request one, list them, read one, hand out the archive.
 
-A request is an insert through api.request_export (what supabase-js calls
-too): the triggers refuse a second export while one is queued or running
-(409 naming it) and beyond the plan's frequency (402 with the next allowed
-time), and defer the build job.  A ready export's `download_url` is a
+A request is api.request_export (what supabase-js calls too): its insert's
+triggers refuse a second export while one is queued or running (409 naming
+it) and beyond the plan's frequency (402 with the next allowed time), then
+internal.queue_export defers the build job, in the same transaction.  A ready export's `download_url` is a
 presigned S3 link that expires with the export (never later), or, with the
 local store, the gateway's own download route, which serves the file to its
 owner only.
@@ -54,7 +54,7 @@ class ExportService:
             cursor = await conn.execute("select id from api.request_export()")
             created = await cursor.fetchone()
             assert created is not None
-            row = await self._row(conn, created["id"])
+            row = await self._row(conn, session.tenant_id, created["id"])
             assert row is not None
             export = await self._model(session.tenant_id, row)
             if idempotency is not None:
@@ -64,14 +64,16 @@ class ExportService:
     async def list(self, session: TenantSession) -> ExportList:
         async with session.transaction() as conn:
             cursor = await conn.execute(
-                f"select {COLUMNS} from api.exports order by created_at desc, id desc limit 100"  # noqa: S608
+                f"select {COLUMNS} from api.exports where tenant_id = %s"  # noqa: S608
+                " order by created_at desc, id desc limit 100",
+                (session.tenant_id,),
             )
             rows = await cursor.fetchall()
         return ExportList(data=[await self._model(session.tenant_id, row) for row in rows])
 
     async def get(self, session: TenantSession, export_id: uuid.UUID) -> Export:
         async with session.transaction() as conn:
-            row = await self._row(conn, export_id)
+            row = await self._row(conn, session.tenant_id, export_id)
         if row is None:
             raise NotFound("No such export.")
         return await self._model(session.tenant_id, row)
@@ -90,8 +92,11 @@ class ExportService:
         path = await asyncio.to_thread(self.store.path_of, key)
         return path, name, export.download_url
 
-    async def _row(self, conn: Any, export_id: uuid.UUID) -> dict[str, Any] | None:
-        cursor = await conn.execute(f"select {COLUMNS} from api.exports where id = %s", (export_id,))  # noqa: S608
+    async def _row(self, conn: Any, tenant_id: uuid.UUID, export_id: uuid.UUID) -> dict[str, Any] | None:
+        cursor = await conn.execute(
+            f"select {COLUMNS} from api.exports where tenant_id = %s and id = %s",  # noqa: S608
+            (tenant_id, export_id),
+        )
         row: dict[str, Any] | None = await cursor.fetchone()
         return row
 
