@@ -2,12 +2,14 @@
 
 A tenant with uploads, Drive documents (synced from the local Google), an
 API key, a query, a subscription and a Stripe customer exports its data
-through the worker to S3 (moto's server) and checks the archive; then it
+through the worker to S3 (moto's server) and checks the archive (the build
+job shows in the worker's /metrics and in ops.job_durations); then it
 deletes its account, the worker is SIGKILLed in the middle of a step, a new
 worker finishes the job, and a catalog-driven sweep finds nothing of the
 tenant anywhere: no row in any table of any schema (the queue and the
 outbox included), no point in the index, no stored file, no Stripe
-customer, no Google token.  Another tenant is untouched throughout.
+customer, no Google token; the deletion job shows in the second worker's
+/metrics.  Another tenant is untouched throughout.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from tests.py.support.database import DatabaseUrls, gateway_env
 from tests.py.support.fake_stripe import FakeStripe
 from tests.py.support.google import FakeGoogle
 from tests.py.support.mail import SmtpSink
+from tests.py.support.net import free_port
 from tests.py.support.processes import running_worker, wait_for
+from tests.py.support.prometheus import samples, value
 from tests.py.support.s3 import REGION
 from tests.py.support.sweep import tables_holding
 from tests.py.support.tokens import JwksServer, KeySet, TokenFactory
@@ -98,7 +102,8 @@ def test_export_then_delete_the_account_with_a_worker_killed_mid_step(
         "notes.txt": b"Granite and basalt: the quarry's notes.\n",
         "sample.pdf": (FIXTURES / "sample.pdf").read_bytes(),
     }
-    with running_worker(env, tmp_path / "worker-1.log") as first:
+    first_metrics, second_metrics = free_port(), free_port()
+    with running_worker({**env, "WORKER_METRICS_PORT": str(first_metrics)}, tmp_path / "worker-1.log") as first:
         ids = [owner.upload(name, data).json()["id"] for name, data in uploads.items()]
         other.upload("canary.txt", canary.encode())
         connect(owner, google)
@@ -149,6 +154,16 @@ def test_export_then_delete_the_account_with_a_worker_killed_mid_step(
         contents = everything(archive)
         for secret in (refresh_token, key, fake_stripe.webhook_secret, canary):
             assert secret.encode() not in contents
+        # The build job, as operators see it: the worker's job metrics (the ops middleware) and ops.job_durations.
+        wait_for(
+            lambda: bool(admin.scalar("select runs from ops.job_durations where task_name = 'exports:build'")),
+            timeout=60,
+            message="the export job's run in ops.job_durations",
+        )
+        scrape = samples(httpx.get(f"http://127.0.0.1:{first_metrics}/metrics", timeout=10).text)
+        build = {"task": "exports:build", "queue": "exports", "outcome": "succeeded"}
+        assert value(scrape, "quarry_jobs_total", **build) == 1
+        assert value(scrape, "quarry_job_duration_seconds_count", **build) == 1
 
         # The deletion: blocked at once, then the worker is killed while Google is revoking the token.
         google.revoke_delay = 30
@@ -165,8 +180,16 @@ def test_export_then_delete_the_account_with_a_worker_killed_mid_step(
         first.wait()
     assert [s["name"] for s in owner.get("/api/account/deletion").json()["steps"] if s["done_at"]] == ["inventory"]
     google.revoke_delay = 0
-    with running_worker(env, tmp_path / "worker-2.log"):
+    with running_worker({**env, "WORKER_METRICS_PORT": str(second_metrics)}, tmp_path / "worker-2.log"):
         wait_for(lambda: owner.get("/api/account/deletion").status_code == 401, timeout=300, message="the erasure")
+        deletion = {"task": "account:delete", "queue": "account"}
+
+        def deletion_counted() -> float:
+            scrape = samples(httpx.get(f"http://127.0.0.1:{second_metrics}/metrics", timeout=10).text)
+            return value(scrape, "quarry_jobs_total", **deletion, outcome="succeeded")
+
+        wait_for(lambda: deletion_counted() == 1, timeout=30, message="the deletion job in the worker's metrics")
+    assert int(str(admin.scalar("select runs from ops.job_durations where task_name = 'account:delete'"))) >= 1
 
     assert tables_holding(database.admin_url, owner.tenant_id) == {}, "rows with the tenant's id are left"
     assert index_count(gateway, owner.tenant_id) == 0

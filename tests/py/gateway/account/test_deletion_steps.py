@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from quarry.account.deletion import STEPS
@@ -188,3 +189,32 @@ def owner_progress(owner: Api, admin: Admin) -> list[dict[str, Any]]:
     row = admin.scalar("select steps from app.account_deletions where tenant_id = %s", owner.tenant_id)
     steps: dict[str, Any] = row if isinstance(row, dict) else {}
     return [{"name": name, "done_at": steps.get(name)} for name in STEPS]
+
+
+def test_the_deletion_request_announces_every_key_it_revokes_to_every_gateway(
+    database: DatabaseUrls, admin: Admin
+) -> None:
+    """No trigger announces revocations (under Citus none would reach a listener): the request itself
+    NOTIFYs quarry_api_keys once per key it revokes, as internal.revoke_api_key does, at its commit."""
+    tenant = admin.new_user()
+    email = str(admin.scalar("select email from auth.users where id = %s", tenant))
+    keys = {
+        str(
+            admin.scalar(
+                "insert into app.api_keys (tenant_id, lookup_id, secret_hash, name, last4)"
+                " values (%s, %s, '$2b$10$x', %s, 'abcd') returning id",
+                tenant,
+                uuid.uuid4().hex[:12],
+                f"key {n}",
+            )
+        )
+        for n in range(2)
+    }
+    with psycopg.connect(database.admin_url, autocommit=True) as listener:
+        listener.execute("listen quarry_api_keys")
+        with psycopg.connect(database.gateway_url) as gateway:
+            gateway.execute("select from internal.request_account_deletion(%s, %s)", (tenant, email))
+        heard = {notice.payload for notice in listener.notifies(timeout=10, stop_after=len(keys))}
+    assert heard == keys
+    admin.execute("delete from procrastinate.procrastinate_jobs where args ->> 'tenant_id' = %s", str(tenant))
+    admin.execute("delete from app.account_deletions where tenant_id = %s", tenant)
