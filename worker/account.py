@@ -1,8 +1,9 @@
 """Account jobs: `account:delete` erases one account (quarry.account.deletion); `account:resume`
 re-queues any deletion whose job is gone, so that every deletion ends.
 
-`account:delete` is deferred in SQL when the deletion is requested, with the
-lock `account:<tenant>`.  Every step is idempotent and recorded when done: a
+`account:delete` is deferred in SQL when the deletion is requested, through
+internal.defer_job like every task (the plan's job pool and priority), with
+the lock `account:<tenant>`.  Every step is idempotent and recorded when done: a
 retry, or the stalled-job sweep after a killed worker, resumes with the first
 step not done.  A step that must wait (running jobs, the index relay) or
 whose service is down is retried with a growing wait; past MAX_ATTEMPTS the
