@@ -339,7 +339,9 @@ grant execute on function internal.forget_drive_connection(uuid) to quarry_worke
 -- function: internal.forget_account_deletion
 
 -- The last step: the deletion record goes, and the job's own queue row keeps
--- no trace of the tenant (it stays, anonymous, for the ops views' counts and durations).
+-- no trace of the tenant (it stays, anonymous, for the ops views' counts and
+-- durations); the reasons its earlier attempts failed go (a message may name
+-- the tenant).
 create function internal.forget_account_deletion(tenant uuid, own_job bigint)
 returns boolean
 language plpgsql
@@ -352,6 +354,9 @@ begin
     update procrastinate.procrastinate_jobs as j
     set args = '{"erased": true}', lock = null, queueing_lock = null
     where j.id = own_job and j.args ->> 'tenant_id' = tenant::text;
+    if found then
+        delete from internal.job_failures as f where f.job_id = own_job;
+    end if;
     delete from app.account_deletions as d where d.tenant_id = tenant;
     return found;
 end

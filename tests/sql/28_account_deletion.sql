@@ -5,7 +5,7 @@
 -- allowed and denied callers.
 begin;
 set local search_path = tests, public;
-select plan(47);
+select plan(48);
 
 select tests.create_users('a', 'b');
 insert into app.subscriptions (tenant_id, plan_id, status)
@@ -220,8 +220,22 @@ select is(
     (internal.tenant_row_counts(tests.user_id('b')) ->> 'app.documents')::integer, 1, 'B''s rows are all still there'
 );
 select is(internal.deletions_to_resume(), 1, 'a deletion whose job is gone (it gave up) is deferred again');
-select is(internal.forget_account_deletion(tests.user_id('a'), null), true, 'the record goes last');
+create temporary table own_job on commit drop as
+select j.id from procrastinate.procrastinate_jobs as j
+where j.task_name = 'account:delete' and j.args ->> 'tenant_id' = tests.user_id('a')::text;
+select internal.record_job_failure(id, 1, 'account:delete', 'account', 'an error naming ' || tests.user_id('a'), false)
+from own_job;
+select is(
+    internal.forget_account_deletion(tests.user_id('a'), (select id from own_job)), true, 'the record goes last'
+);
 select is(internal.deletions_to_resume(), 0, 'and there is nothing to resume');
+select tests.reset_actor();
+select results_eq(
+    $$select j.args, (select count(*)::integer from internal.job_failures as f where f.job_id = j.id)
+      from procrastinate.procrastinate_jobs as j where j.id = (select id from own_job)$$,
+    $$values ('{"erased": true}'::jsonb, 0)$$,
+    'the job''s own row is left anonymous, without the reasons its attempts failed'
+);
 
 select * from finish();
 rollback;
