@@ -139,6 +139,10 @@ class DriveClient:
             static_discovery=True,
             cache_discovery=False,
         )
+        # Each `service.files()` builds every method of the resource from the discovery document
+        # again (about 3 ms of CPU, under the GIL): built once per client instead.
+        self._files: Any = self.service.files()
+        self._changes: Any = self.service.changes()
         self.backoff = backoff or Backoff(
             base_seconds=settings.backoff_base_seconds,
             max_seconds=settings.max_backoff_seconds,
@@ -185,7 +189,7 @@ class DriveClient:
 
     def get(self, file_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call(
-            lambda: self.service.files().get(fileId=file_id, fields=FILE_FIELDS, supportsAllDrives=True).execute()
+            lambda: self._files.get(fileId=file_id, fields=FILE_FIELDS, supportsAllDrives=True).execute()
         )
         return result
 
@@ -194,50 +198,40 @@ class DriveClient:
         if folders_only:
             q += f" and mimeType = '{FOLDER}'"
         result: dict[str, Any] = self.call(
-            lambda: (
-                self.service.files()
-                .list(
-                    q=q,
-                    pageSize=self._settings.page_size,
-                    pageToken=page_token,
-                    fields=f"nextPageToken, files({FILE_FIELDS})",
-                    includeItemsFromAllDrives=True,
-                    supportsAllDrives=True,
-                    corpora="allDrives",
-                )
-                .execute()
-            )
+            lambda: self._files.list(
+                q=q,
+                pageSize=self._settings.page_size,
+                pageToken=page_token,
+                fields=f"nextPageToken, files({FILE_FIELDS})",
+                includeItemsFromAllDrives=True,
+                supportsAllDrives=True,
+                corpora="allDrives",
+            ).execute()
         )
         return result
 
     def download(self, file_id: str) -> bytes:
-        content: bytes = self.call(
-            lambda: self.service.files().get_media(fileId=file_id, supportsAllDrives=True).execute()
-        )
+        content: bytes = self.call(lambda: self._files.get_media(fileId=file_id, supportsAllDrives=True).execute())
         return content
 
     def export(self, file_id: str, mime_type: str) -> bytes:
-        content: bytes = self.call(lambda: self.service.files().export(fileId=file_id, mimeType=mime_type).execute())
+        content: bytes = self.call(lambda: self._files.export(fileId=file_id, mimeType=mime_type).execute())
         return content
 
     def start_page_token(self) -> str:
-        result = self.call(lambda: self.service.changes().getStartPageToken(supportsAllDrives=True).execute())
+        result = self.call(lambda: self._changes.getStartPageToken(supportsAllDrives=True).execute())
         return str(result["startPageToken"])
 
     def changes(self, page_token: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call(
-            lambda: (
-                self.service.changes()
-                .list(
-                    pageToken=page_token,
-                    pageSize=self._settings.page_size,
-                    fields=f"nextPageToken, newStartPageToken, changes(fileId, removed, file({FILE_FIELDS}))",
-                    includeItemsFromAllDrives=True,
-                    supportsAllDrives=True,
-                    includeRemoved=True,
-                )
-                .execute()
-            )
+            lambda: self._changes.list(
+                pageToken=page_token,
+                pageSize=self._settings.page_size,
+                fields=f"nextPageToken, newStartPageToken, changes(fileId, removed, file({FILE_FIELDS}))",
+                includeItemsFromAllDrives=True,
+                supportsAllDrives=True,
+                includeRemoved=True,
+            ).execute()
         )
         return result
 
