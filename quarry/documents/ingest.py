@@ -95,11 +95,12 @@ class IngestPipeline:
             await self.fail(session, document_id, f"Processing failed unexpectedly ({type(error).__name__}).")
 
     async def _ingest(self, session: TenantSession, document_id: uuid.UUID) -> None:
-        mime_type = await self._start(session, document_id)
-        if mime_type is None:
+        started = await self._start(session, document_id)
+        if started is None:
             return
+        mime_type, revision = started
         # The key is derived here, never read from the row (a constraint also ties the two).
-        key = blob_key(session.tenant_id, document_id)
+        key = blob_key(session.tenant_id, document_id, revision)
         extracted = await self._extract(key, mime_type)
         embedded = await self._embed(session.tenant_id, document_id, extracted)
         await self._store(session, document_id, extracted, embedded)
@@ -109,13 +110,21 @@ class IngestPipeline:
             await conn.execute("select internal.fail_processing(%s, %s)", (document_id, reason))
         logger.info("document %s failed: %s", document_id, reason)
 
-    async def _start(self, session: TenantSession, document_id: uuid.UUID) -> str | None:
-        """The document's type, or None if it is gone or an earlier run already processed it."""
+    async def _start(self, session: TenantSession, document_id: uuid.UUID) -> tuple[str, int] | None:
+        """The document's type and revision, or None if it is gone or an earlier run already processed it.
+
+        Both are read under the row lock start_processing takes: a new revision put in place
+        meanwhile is either this one (it committed first) or waits for this transaction."""
         async with session.transaction() as conn:
             row = await (
                 await conn.execute("select internal.start_processing(%s) as mime_type", (document_id,))
             ).fetchone()
-        return None if row is None or row["mime_type"] is None else str(row["mime_type"])
+            if row is None or row["mime_type"] is None:
+                return None
+            revision = await (
+                await conn.execute("select revision from app.documents where id = %s", (document_id,))
+            ).fetchone()
+        return str(row["mime_type"]), int(revision["revision"]) if revision else 0
 
     async def _extract(self, key: str, mime_type: str) -> Extracted:
         fmt = FORMAT_BY_MIME_TYPE.get(mime_type)

@@ -14,8 +14,9 @@ nothing).
 Later runs follow the Changes API from the saved token, one committed page
 at a time, applying only what concerns the folder's tree: a file moved in
 is added (a folder moved in is crawled), moved out, trashed, deleted or no
-longer shared is removed, a modified one is imported again and replaces its
-old document in the same transaction.  A token Google no longer honours
+longer shared is removed, a modified one is ingested again in place
+(`DocumentService.revise`: same document, same checks as an upload, its old
+chunks searchable until the new ones replace them).  A token Google no longer honours
 (410) starts a full reconciliation.
 
 Every file becomes a document through `DocumentService.create`, the flow of
@@ -34,6 +35,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from quarry.drive.google import (
 )
 from quarry.drive.service import Connection as DriveConnection
 from quarry.drive.service import Drive
-from quarry.errors import PayloadTooLarge, QuarryError, QuotaExceeded, Unsupported
+from quarry.errors import NotFound, PayloadTooLarge, QuarryError, QuotaExceeded, Unsupported
 
 logger = logging.getLogger("quarry.drive.sync")
 
@@ -506,13 +508,12 @@ class FolderSync:
         old_document = previous.document_id if previous is not None else None
 
         async def record(conn: Connection, document: Document) -> None:
-            # In the insert's transaction: the new document replaces the old one atomically.
+            # In the transaction that creates or revises the document.
             await self._put(conn, item, "indexed", version, document.id, None, crawl)
-            if old_document is not None:
-                await conn.execute("delete from api.documents where id = %s", (old_document,))
 
         try:
-            await self.documents.create(self.session, download, origin="drive", on_insert=record)
+            if old_document is None or not await self._revise(old_document, download, record):
+                await self.documents.create(self.session, download, origin="drive", on_insert=record)
         except QuotaExceeded as error:
             if error.extensions.get("limit") in ("documents_per_month", "storage_bytes"):
                 self.counts.seen -= 1  # it will be seen again when the run resumes
@@ -529,3 +530,14 @@ class FolderSync:
             await self._record(item, "failed", version, error.detail, crawl)
             return
         self.counts.indexed += 1
+
+    async def _revise(
+        self, document_id: uuid.UUID, download: DriveDownload, record: Callable[[Connection, Document], Awaitable[None]]
+    ) -> bool:
+        """A modified file: its document is ingested again in place (same id; its old chunks stay
+        searchable until the new ones replace them).  False if the document is gone meanwhile."""
+        try:
+            await self.documents.revise(self.session, document_id, download, on_revise=record)
+        except NotFound:
+            return False
+        return True
