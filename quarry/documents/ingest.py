@@ -67,6 +67,11 @@ class IngestPipeline:
         self._sparse = sparse
         self._embedding_model = embedding_model
 
+    @property
+    def parsers(self) -> ParsePool:
+        """The parse children (the Drive sync reads a Sheet's tabs there too)."""
+        return self._parsers
+
     async def ingest(self, session: TenantSession, document_id: uuid.UUID, *, final_attempt: bool) -> None:
         """Every outcome ends the document `indexing` or `failed`, or raises a retryable QuarryError."""
         try:

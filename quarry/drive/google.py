@@ -39,6 +39,8 @@ DRIVE_READONLY = "https://www.googleapis.com/auth/drive.readonly"
 FOLDER = "application/vnd.google-apps.folder"
 SHORTCUT = "application/vnd.google-apps.shortcut"
 FILE_FIELDS = "id, name, mimeType, parents, trashed, size, md5Checksum, version, modifiedTime, shortcutDetails, driveId"
+# list_children's corpus when the folder's drive is not known (the folder picker).
+ANY_DRIVE = "*"
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 HTTP_TIMEOUT_SECONDS = 60
 
@@ -193,10 +195,19 @@ class DriveClient:
         )
         return result
 
-    def list_children(self, parent: str, page_token: str | None, *, folders_only: bool = False) -> dict[str, Any]:
+    def list_children(
+        self, parent: str, page_token: str | None, *, folders_only: bool = False, drive_id: str | None = None
+    ) -> dict[str, Any]:
+        """One page of a folder's children, in the folder's own corpus: its shared drive's
+        (`drive_id`), or the user's (My Drive); `ANY_DRIVE` when the folder's drive is unknown."""
         q = f"'{_quoted(parent)}' in parents and trashed = false"
         if folders_only:
             q += f" and mimeType = '{FOLDER}'"
+        corpus: dict[str, Any] = {"corpora": "user"}
+        if drive_id == ANY_DRIVE:
+            corpus = {"corpora": "allDrives"}
+        elif drive_id is not None:
+            corpus = {"corpora": "drive", "driveId": drive_id}
         result: dict[str, Any] = self.call(
             lambda: self._files.list(
                 q=q,
@@ -205,7 +216,7 @@ class DriveClient:
                 fields=f"nextPageToken, files({FILE_FIELDS})",
                 includeItemsFromAllDrives=True,
                 supportsAllDrives=True,
-                corpora="allDrives",
+                **corpus,
             ).execute()
         )
         return result
@@ -218,14 +229,17 @@ class DriveClient:
         content: bytes = self.call(lambda: self._files.export(fileId=file_id, mimeType=mime_type).execute())
         return content
 
-    def start_page_token(self) -> str:
-        result = self.call(lambda: self._changes.getStartPageToken(supportsAllDrives=True).execute())
+    def start_page_token(self, drive_id: str | None = None) -> str:
+        """Where the change log starts now: the shared drive's own (`drive_id`), or the user's."""
+        result = self.call(lambda: self._changes.getStartPageToken(supportsAllDrives=True, driveId=drive_id).execute())
         return str(result["startPageToken"])
 
-    def changes(self, page_token: str) -> dict[str, Any]:
+    def changes(self, page_token: str, drive_id: str | None = None) -> dict[str, Any]:
+        """A page of the change log: a shared drive's own (some of its changes are only there), or the user's."""
         result: dict[str, Any] = self.call(
             lambda: self._changes.list(
                 pageToken=page_token,
+                driveId=drive_id,
                 pageSize=self._settings.page_size,
                 fields=f"nextPageToken, newStartPageToken, changes(fileId, removed, file({FILE_FIELDS}))",
                 includeItemsFromAllDrives=True,

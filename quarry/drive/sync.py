@@ -1,7 +1,9 @@
 """One sync run of one Drive folder: a checkpointed crawl, then the Changes API.
 
 First run: the Changes start page token is taken **before** the crawl, the
-folder's tree is listed page by page (shared drives included), and the
+folder's tree is listed page by page (in its own corpus: a folder in a
+shared drive is listed in that drive, and followed through that drive's
+change log, where some of its changes only appear), and the
 token is saved only once the crawl's writes have committed, so nothing that
 changed during the crawl is missed.  The crawl's position (the folders left
 to list and the page within the current one) is committed after every page:
@@ -57,17 +59,21 @@ from quarry.drive.google import (
 )
 from quarry.drive.service import Connection as DriveConnection
 from quarry.drive.service import Drive
+from quarry.drive.sheets import MARKDOWN_SUFFIX, XLSX, sheet_as_markdown
 from quarry.errors import NotFound, PayloadTooLarge, QuarryError, QuotaExceeded, Unsupported
+from quarry.parsing.errors import UnreadableDocument
+from quarry.parsing.pool import ParsePool
 
 logger = logging.getLogger("quarry.drive.sync")
 
 GOOGLE_APPS = "application/vnd.google-apps."
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# Google's own formats: what each is exported as (Sheets as XLSX, which keeps every tab).
+SPREADSHEET = f"{GOOGLE_APPS}spreadsheet"
+# Google's own formats: what each is exported as, and the name the document's file gets.  Sheets as
+# XLSX (the one export that keeps every tab), turned into Markdown that every plan takes (quarry.drive.sheets).
 EXPORTS: dict[str, tuple[str, str]] = {
     f"{GOOGLE_APPS}document": ("text/plain", ".txt"),
     f"{GOOGLE_APPS}presentation": ("text/plain", ".txt"),
-    f"{GOOGLE_APPS}spreadsheet": (XLSX, ".xlsx"),
+    SPREADSHEET: (XLSX, MARKDOWN_SUFFIX),
 }
 
 
@@ -134,8 +140,10 @@ class FolderSync:
     session: TenantSession
     folder_id: uuid.UUID
     run_id: uuid.UUID
+    parsers: ParsePool  # the worker's parse children (a Sheet's tabs are read there)
     counts: Counts = field(default_factory=Counts)
     root: str = ""
+    drive_id: str | None = None  # the folder's shared drive (its change log and corpus); None: My Drive
     mapped: dict[str, Mapped] = field(default_factory=dict)
     concurrency: int = 4
     # One client per file in flight (httplib2 connections are not shared between threads).
@@ -149,6 +157,7 @@ class FolderSync:
         if folder is None:
             return "gone"
         self.root = str(folder["google_folder_id"])
+        self.drive_id = folder["drive_id"]
         connection = await self.drive.connection(self.session.tenant_id)
         if connection is None or connection.status != "active":
             return await self._finish("paused", "Google Drive is not connected (or needs a new consent).")
@@ -212,7 +221,7 @@ class FolderSync:
     async def _folder(self) -> dict[str, Any] | None:
         async with self.session.transaction() as conn:
             cursor = await conn.execute(
-                "select google_folder_id, page_token, checkpoint from app.drive_folders where id = %s",
+                "select google_folder_id, page_token, checkpoint, drive_id from app.drive_folders where id = %s",
                 (self.folder_id,),
             )
             return await cursor.fetchone()
@@ -310,11 +319,11 @@ class FolderSync:
 
     # --- Google
 
-    async def _google(self, method: str, *args: Any) -> Any:
+    async def _google(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One call to Google on a free client, in a thread."""
         client = await self.clients.get()
         try:
-            return await asyncio.to_thread(getattr(client, method), *args)
+            return await asyncio.to_thread(getattr(client, method), *args, **kwargs)
         finally:
             self.clients.put_nowait(client)
 
@@ -345,7 +354,7 @@ class FolderSync:
 
     async def _crawl(self, checkpoint: dict[str, Any] | None) -> None:
         if not checkpoint or checkpoint.get("mode") != "crawl":
-            start_token = await self._google("start_page_token")
+            start_token = await self._google("start_page_token", self.drive_id)
             checkpoint = {"mode": "crawl", "start_token": start_token, "crawl": str(uuid.uuid4()), "queue": [self.root]}
             await self._checkpoint(checkpoint, None)
         await self._progress("running", None, full_crawl=True)
@@ -353,7 +362,7 @@ class FolderSync:
         queue: list[str] = list(checkpoint["queue"])
         page: str | None = checkpoint.get("page")
         while queue:
-            listing = await self._google("list_children", queue[0], page)
+            listing = await self._google("list_children", queue[0], page, drive_id=self.drive_id)
             await self._page(listing.get("files", []), queue, crawl)
             page = listing.get("nextPageToken")
             if not page:
@@ -376,7 +385,7 @@ class FolderSync:
             parent = queue.pop(0)
             page: str | None = None
             while True:
-                listing = await self._google("list_children", parent, page)
+                listing = await self._google("list_children", parent, page, drive_id=self.drive_id)
                 await self._page(listing.get("files", []), queue, None)
                 page = listing.get("nextPageToken")
                 if not page:
@@ -401,7 +410,7 @@ class FolderSync:
     async def _follow_changes(self, token: str) -> None:
         await self._progress("running", None, full_crawl=False)
         while True:
-            page = await self._google("changes", token)
+            page = await self._google("changes", token, self.drive_id)
             for change in page.get("changes", []):
                 await self._change(change)
             next_token = page.get("nextPageToken") or page.get("newStartPageToken")
@@ -472,6 +481,12 @@ class FolderSync:
             await self._remove([item["id"]])  # gone between the listing and the download
             return
         name = str(item.get("name") or item["id"])
+        if mime == SPREADSHEET:
+            try:
+                content = await sheet_as_markdown(self.parsers, content, name)
+            except UnreadableDocument as error:
+                await self._skip(item, version, error.reason, crawl)
+                return
         filename = name + export[1] if export and not name.endswith(export[1]) else name
         await self._import(item, version, DriveDownload(content, filename, name), crawl)
 
