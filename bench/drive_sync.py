@@ -68,9 +68,11 @@ def wait_ready(admin_url: str, where: str, params: tuple[object, ...], expected:
 
 
 def connect(base: str, headers: dict[str, str], google: FakeGoogle) -> None:
-    url = httpx.post(f"{base}/api/drive/authorize", headers=headers).raise_for_status().json()["url"]
-    back = urlsplit(google.consent_redirect(url)).query
-    response = httpx.get(f"{base}/api/drive/callback?{back}", follow_redirects=False)
+    """As a browser: the authorization's cookie goes back with the callback (one client, one cookie jar)."""
+    with httpx.Client(base_url=base) as browser:
+        url = browser.post("/api/drive/authorize", headers=headers).raise_for_status().json()["url"]
+        back = urlsplit(google.consent_redirect(url)).query
+        response = browser.get(f"/api/drive/callback?{back}", follow_redirects=False)
     if "drive=connected" not in response.headers.get("location", ""):
         raise RuntimeError(f"connecting Drive failed: {response.status_code} {response.headers.get('location')}")
 
