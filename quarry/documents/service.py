@@ -9,6 +9,13 @@
     storage checked atomically by the insert's triggers) → on any failure,
     remove the blob.
 
+A source whose bytes are already here (`in_memory`: a Drive download) skips
+the two advisory prechecks, which only spare receiving and storing a file
+that will be refused: its checks are the insert's, the same triggers.
+
+`DocumentService.revise` puts a new version of an imported document in
+place (same id, the same checks; see internal.revise_document).
+
 Reads and deletes go through api.documents, the same security_invoker view
 supabase-js uses, so both paths see the same rows and trigger the same
 cleanup (the outbox trigger on app.documents).
@@ -81,6 +88,13 @@ class FileSource(Protocol):
         """The file's size if known before receiving it (for the plan precheck)."""
         ...
 
+    @property
+    def in_memory(self) -> bool:
+        """The bytes are here already (a download).  The advisory prechecks exist so that nothing
+        expensive (receiving, storing) happens before a refusal; here only the blob write is left,
+        so the plan's checks are the insert's own (the same triggers, atomically): one transaction."""
+        ...
+
     async def receive(self, destination: Path, max_bytes: int) -> IncomingFile:
         """Write the file to destination, refusing (PayloadTooLarge) past max_bytes."""
         ...
@@ -135,8 +149,10 @@ class DocumentService:
         runs in the transaction that inserts the row (an importer records
         where the document came from, atomically with it).
         """
-        async with session.transaction() as conn:
-            allowance = await upload_allowance(conn, source.expected_bytes)
+        allowance: int | None = None  # in memory: the insert's triggers check it
+        if not source.in_memory:
+            async with session.transaction() as conn:
+                allowance = await upload_allowance(conn, source.expected_bytes)
         document_id = uuid.uuid4()
 
         async def insert(conn: Connection, incoming: IncomingFile, sniffed: Sniffed, key: str | None) -> Document:
@@ -214,20 +230,23 @@ class DocumentService:
         self,
         session: TenantSession,
         source: FileSource,
-        allowance: int,
+        allowance: int | None,
         over_allowance: Callable[[Connection, int], Awaitable[None]],
         key_for: Callable[[IncomingFile, Sniffed], str | None],
         write: Callable[[Connection, IncomingFile, Sniffed, str | None], Awaitable[Document]],
     ) -> Document:
         """Receive (no further than the allowance) → sniff → the plan's format → store → write the row.
 
+        `allowance` None: the source is in memory, the insert's checks are its only ones.
         `key_for` names the stored file (None: nothing to store); `write` runs in one
         transaction; if it fails, the stored file is removed."""
         async with scratch_directory("quarry-upload-") as workdir:
-            incoming = await self._receive(session, source, workdir / "upload", allowance, over_allowance)
+            limit = self.max_bytes if allowance is None else allowance
+            incoming = await self._receive(session, source, workdir / "upload", limit, over_allowance)
             sniffed = await asyncio.to_thread(sniff, incoming.path, incoming.filename)
-            async with session.transaction() as conn:
-                await conn.execute("select internal.precheck_format(%s)", (sniffed.mime_type,), prepare=True)
+            if allowance is not None:  # streamed: refuse before storing (the insert checks again)
+                async with session.transaction() as conn:
+                    await conn.execute("select internal.precheck_format(%s)", (sniffed.mime_type,), prepare=True)
             key = key_for(incoming, sniffed)
             if key is not None:
                 await self._store(key, incoming)

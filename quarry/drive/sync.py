@@ -120,6 +120,10 @@ class DriveDownload:
     def expected_bytes(self) -> int:
         return len(self.content)
 
+    @property
+    def in_memory(self) -> bool:
+        return True
+
     async def receive(self, destination: Path, max_bytes: int) -> IncomingFile:
         if len(self.content) > max_bytes:
             raise PayloadTooLarge(f"The file is over {max_bytes} bytes.", extensions={"limit_bytes": max_bytes})
@@ -161,7 +165,8 @@ class FolderSync:
         connection = await self.drive.connection(self.session.tenant_id)
         if connection is None or connection.status != "active":
             return await self._finish("paused", "Google Drive is not connected (or needs a new consent).")
-        clients = [DriveClient(self.drive.settings, connection.refresh_token) for _ in range(self.concurrency)]
+        # One per file in flight, and one to list the next page meanwhile.
+        clients = [DriveClient(self.drive.settings, connection.refresh_token) for _ in range(self.concurrency + 1)]
         for client in clients:
             self.clients.put_nowait(client)
         try:
@@ -361,14 +366,26 @@ class FolderSync:
         crawl = uuid.UUID(checkpoint["crawl"])
         queue: list[str] = list(checkpoint["queue"])
         page: str | None = checkpoint.get("page")
-        while queue:
-            listing = await self._google("list_children", queue[0], page, drive_id=self.drive_id)
-            await self._page(listing.get("files", []), queue, crawl)
+        listing = await self._list(queue[0], page) if queue else None
+        while listing is not None:
             page = listing.get("nextPageToken")
+            # The folder's next page is listed while this one's files are imported.
+            following = asyncio.create_task(self._list(queue[0], page)) if page else None
+            try:
+                await self._page(listing.get("files", []), queue, crawl)
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                    await asyncio.gather(following, return_exceptions=True)
+                raise
             if not page:
                 queue.pop(0)
             # Committed after the page's own writes: a restart lists this page again at worst.
             await self._checkpoint({**checkpoint, "queue": queue, "page": page}, None)
+            if following is not None:
+                listing = await following
+            else:
+                listing = await self._list(queue[0], None) if queue else None
         async with self.session.transaction() as conn:
             cursor = await conn.execute("select internal.sweep_drive_files(%s, %s) as removed", (self.folder_id, crawl))
             row = await cursor.fetchone()
@@ -376,6 +393,10 @@ class FolderSync:
                 "select internal.drive_checkpoint(%s, null, %s)", (self.folder_id, checkpoint["start_token"])
             )
         self.counts.removed += int(row["removed"]) if row else 0
+
+    async def _list(self, parent: str, page: str | None) -> dict[str, Any]:
+        listing: dict[str, Any] = await self._google("list_children", parent, page, drive_id=self.drive_id)
+        return listing
 
     async def _crawl_subtree(self, folder: dict[str, Any]) -> None:
         """A folder moved into the tree: everything under it (its files have no changes of their own)."""
@@ -385,7 +406,7 @@ class FolderSync:
             parent = queue.pop(0)
             page: str | None = None
             while True:
-                listing = await self._google("list_children", parent, page, drive_id=self.drive_id)
+                listing = await self._list(parent, page)
                 await self._page(listing.get("files", []), queue, None)
                 page = listing.get("nextPageToken")
                 if not page:
