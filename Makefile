@@ -81,8 +81,12 @@ test-sql: setup ## pgTAP through pg_prove on a fresh database, plus supabase db 
 	node_modules/.bin/supabase db lint --db-url "$(ADMIN_URL)/$(PGTAP_DB)?sslmode=disable" \
 	  --schema api,app,internal,ops --level warning --fail-on warning
 
-test-py: setup ## pytest (unit, HTTP and end-to-end against the real Postgres)
-	$(VENV)/bin/pytest
+# Two passes: everything but the timing-sensitive tests on PYTEST_WORKERS processes (each with a
+# database of its own), then those alone, on a machine nothing else in the suite is loading.
+PYTEST_WORKERS ?= 2
+test-py: setup ## pytest (unit, HTTP and end-to-end against the real Postgres), in parallel, then the timing-sensitive tests alone
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not serial"
+	$(VENV)/bin/pytest -m serial
 
 bench: setup ## run every benchmark; each prints its summary as its last line
 	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script; done

@@ -39,6 +39,7 @@ from quarry.dev.database import prepare_database, with_database
 from quarry.dev.keys import mint_token
 from quarry.dev.settings import DevSettings
 from quarry.dev.users import set_plan
+from quarry.documents.chunking import chunk_id
 from quarry.index.base import IndexPoint, VectorIndex
 
 DATABASE = "quarry_bench_search"
@@ -102,7 +103,7 @@ def load(admin_url: str, index: VectorIndex, tenants: list[uuid.UUID], words: li
                 vector = rng.standard_normal(384).astype(np.float32)
                 vector /= np.linalg.norm(vector)
                 sparse = bm25.embed_document(text)
-                chunk = uuid.uuid4()
+                chunk = chunk_id(tenant, documents[tenant], ordinal)  # what app.chunks' check requires
                 pending.append(
                     (
                         tenant,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,10 +25,13 @@ from gateway.drive import endpoints as drive
 from gateway.errors import install_error_handlers
 from gateway.health import endpoints as health
 from gateway.keys import endpoints as keys
+from gateway.metrics import resources as metrics_resources
 from gateway.middleware import ResponseHeaders
 from gateway.operations import Resource, route
 from gateway.search import endpoints as search
-from quarry.db import TenantDatabase
+from quarry.db import TenantDatabase, named
+from quarry.logs import configure_logging
+from quarry.metrics import POOL_STATS
 from quarry.outbox import OutboxRelay
 from quarry.query_embedding import warm_up_query_embedders
 from quarry.services import Core
@@ -41,9 +45,14 @@ RESOURCES: tuple[Resource, ...] = (
     *documents.resources,
     *search.resources,
     *drive.resources,
+    *metrics_resources,
 )
 
 MAX_THROTTLED_ADDRESSES = 50_000
+# uvicorn's loggers have handlers of their own: they get the same format.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+logger = logging.getLogger("quarry.gateway")
+APPLICATION_NAME = "quarry-gateway"  # its connections in pg_stat_activity
 
 
 def warm_up_then_freeze(settings: Settings) -> None:
@@ -58,15 +67,44 @@ def warm_up_then_freeze(settings: Settings) -> None:
     gc.freeze()
 
 
+def readers_per_minute(limit: int, path: str, name: str) -> WindowThrottle:
+    """Reads of a public, cheap route counted per client address (then held 429s)."""
+    return WindowThrottle(
+        limit=limit,
+        window_seconds=60,
+        max_keys=MAX_THROTTLED_ADDRESSES,
+        refusal=f"This address has read {path} too often",
+        limit_name=f"{name}_reads_per_minute",
+    )
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     schema = openapi.OpenApiDocument(RESOURCES)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = TenantDatabase.connect(settings.tenant_database_url, settings.database_url)
+        ops = settings.ops
+        configure_logging(
+            ops.log_format, logging.getLevelName(logging.getLogger().level), extra_loggers=UVICORN_LOGGERS
+        )
+        database_url = named(settings.database_url, APPLICATION_NAME)
+        database = TenantDatabase.connect(
+            named(settings.tenant_database_url, APPLICATION_NAME),
+            database_url,
+            max_size=ops.gateway_pool_size,
+            service_max_size=ops.gateway_service_pool_size,
+            timeout=ops.db_pool_timeout_seconds,
+        )
         # Don't wait for the database: /healthz answers at once, /readyz says when it is reachable.
         await database.open(wait=False)
+        POOL_STATS.watch(database)
+        logger.info(
+            "database connections: at most %d (GATEWAY_DB_POOL_SIZE %d + GATEWAY_SERVICE_POOL_SIZE %d + listeners)",
+            ops.gateway_budget(relay_in_gateway=settings.relay_in_gateway),
+            ops.gateway_pool_size,
+            ops.gateway_service_pool_size,
+        )
         core = Core.build(settings, database)
         jwks = JwksCache(
             settings.jwks_url,
@@ -86,16 +124,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             refusal="Too many failed authentications from this address",
         )
         app.state.tarpit = Tarpit()
-        app.state.openapi_readers = WindowThrottle(
-            limit=settings.openapi_reads_per_minute,
-            window_seconds=60,
-            max_keys=MAX_THROTTLED_ADDRESSES,
-            refusal="This address has read /openapi.json too often",
-            limit_name="openapi_reads_per_minute",
-        )
+        app.state.openapi_readers = readers_per_minute(settings.openapi_reads_per_minute, "/openapi.json", "openapi")
+        app.state.metrics_readers = readers_per_minute(ops.metrics_reads_per_minute, "/metrics", "metrics")
         app.state.key_verifier = ApiKeyVerifier(
             database,
-            settings.database_url,
+            database_url,
             clients=app.state.failed_authentications,
             limits=KeyCheckLimits(
                 threads=settings.bcrypt_threads,
@@ -131,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await asyncio.to_thread(core.close)
             await core.billing.aclose()
             await jwks.aclose()
+            POOL_STATS.unwatch(database)
             await database.close()
 
     app = Starlette(

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.metrics import count_refusal
 from quarry.errors import InternalError, QuarryError, error_for_status
 
 logger = logging.getLogger("quarry.gateway")
@@ -34,6 +35,7 @@ def problem_response(error: QuarryError, request: Request | None = None) -> Resp
 
 async def _handle_quarry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QuarryError)
+    count_refusal(request, exc)
     if exc.status >= 500:
         # Expected and transient (a restarting database): one line, no traceback.
         logger.warning(

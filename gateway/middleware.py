@@ -6,16 +6,21 @@ database with the request's headers (the audit log records it) and names the
 request in the gateway's logs.  A request counted against its rate limit
 (gateway/auth/rate_limits.py leaves the count in the ASGI scope) also gets
 RateLimit-Limit, -Remaining and -Reset, whatever it ends with (a 4xx included).
+Every request is counted and timed for /metrics (gateway/metrics.py) by its
+route template and status, and its log lines carry its id (quarry/logs.py).
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth.rate_limits import SCOPE_KEY, RateLimit
+from gateway.metrics import IN_FLIGHT, observe_request
+from quarry.logs import request_context
 
 REQUEST_ID_HEADER = "x-request-id"
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -36,9 +41,13 @@ class ResponseHeaders:
         )
         request_id = offered if _ACCEPTABLE_REQUEST_ID.fullmatch(offered) else str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500  # if the app fails before answering
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 # Appended as raw pairs: nothing upstream sets these, so nothing needs replacing.
                 added = [(b"x-request-id", request_id.encode())]
                 rate_limit: RateLimit | None = scope.get(SCOPE_KEY)
@@ -47,4 +56,10 @@ class ResponseHeaders:
                 message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        IN_FLIGHT.inc()
+        try:
+            with request_context(request_id):  # every log line of the request names it
+                await self.app(scope, receive, send_with_headers)
+        finally:
+            IN_FLIGHT.dec()
+            observe_request(scope, status, time.perf_counter() - started)

@@ -4,10 +4,13 @@ Every tenant read or write in the gateway and the worker goes through
 TenantDatabase.act_as(): one transaction in which `role`,
 `request.jwt.claims` (with `role` inside), `request.method`, `request.path`,
 `request.headers`, `search_path` and the impersonated role's own settings
-(e.g. Supabase's `statement_timeout` for authenticated) are set with
-set_config(..., is_local => true), the way PostgREST sets them; GET and HEAD
-run in a READ ONLY transaction, as in PostgREST.  RLS and the SQL functions
-therefore see the same caller whichever path a call takes, and everything
+(e.g. Supabase's `statement_timeout` for authenticated) are set local to the
+transaction, the values PostgREST sets; GET and HEAD run in a READ ONLY
+transaction, as in PostgREST.  They are set with `SET LOCAL` statements
+(values quoted by psycopg.sql.Literal), not set_config(): under Citus
+(`citus.propagate_set_commands = 'local'`) a SET LOCAL reaches the workers a
+transaction touches, set_config() does not, and RLS there would see no
+claims.  RLS and the SQL functions therefore see the same caller whichever path a call takes, and everything
 reverts when the transaction ends (commit or rollback).
 
 Database errors leave this module as QuarryErrors (`sql_error`), with the
@@ -36,11 +39,12 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from quarry.errors import RESERVED_MEMBERS, DatabaseUnavailable, InternalError, Invalid, QuarryError, error_for_status
+from quarry.metrics import POOL_TIMEOUTS
 from quarry.principal import Principal
 
 logger = logging.getLogger("quarry.db")
@@ -142,6 +146,14 @@ class PoolHealth:
             await AsyncConnectionPool.check_connection(conn)
 
 
+def named(conninfo: str, application_name: str) -> str:
+    """The conninfo with an application_name (unless it names one already), so pg_stat_activity and
+    the operators can tell which process holds which connections."""
+    if "application_name" in psycopg.conninfo.conninfo_to_dict(conninfo):
+        return conninfo
+    return psycopg.conninfo.make_conninfo(conninfo, application_name=application_name)
+
+
 def create_pool(
     conninfo: str,
     *,
@@ -196,11 +208,32 @@ def request_settings(
     }
 
 
-def _set_config(settings: Mapping[str, str]) -> tuple[str, list[str]]:
-    """One statement that makes every setting local to the transaction."""
-    names = list(settings)
-    statement = "select " + ", ".join(f"set_config(%s, %s, true) as s{i}" for i in range(len(names)))
-    return statement, [value for name in names for value in (name, settings[name])]
+# Settings whose value is a list: SET takes one literal per element (one literal would be one element).
+LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces"})
+
+
+def _list_elements(value: str) -> list[str]:
+    """'api, "$user"' → ['api', '$user'] (a comma inside a quoted element is not supported)."""
+    elements = [part.strip() for part in value.split(",")]
+    quoted = [len(part) > 1 and part[0] == part[-1] == '"' for part in elements]
+    return [part[1:-1].replace('""', '"') if q else part for part, q in zip(elements, quoted, strict=True)]
+
+
+def set_local(settings: Mapping[str, str]) -> sql.Composed:
+    """`SET LOCAL name = 'value'` for every setting, in one round trip.
+
+    Names are quoted as identifiers and values as literals by psycopg (never
+    formatted into the text), so claims and headers cannot break out of them.
+    """
+    statements = []
+    for name, value in settings.items():
+        rendered: sql.Composable
+        if name in LIST_SETTINGS:
+            rendered = sql.SQL(", ").join(sql.Literal(element) for element in _list_elements(value))
+        else:
+            rendered = sql.Literal(value)
+        statements.append(sql.SQL("set local {} = {}").format(sql.Identifier(name), rendered))
+    return sql.SQL("; ").join(statements)
 
 
 class TenantDatabase:
@@ -272,7 +305,7 @@ class TenantDatabase:
         (a restart since it was last used), the transaction starts again, once,
         on a fresh one.  A loss during the caller's work is theirs: a 503.
         """
-        with self._translate(anonymous=role == "anon"):
+        with self._translate(anonymous=role == "anon", pool="tenant"):
             for attempt in (1, 2):
                 async with contextlib.AsyncExitStack() as stack:
                     try:
@@ -283,7 +316,7 @@ class TenantDatabase:
                         )
                         await conn.set_read_only(method.upper() in READ_ONLY_METHODS)
                         await stack.enter_async_context(conn.transaction())
-                        await conn.execute(*_set_config(settings), prepare=True)
+                        await conn.execute(set_local(settings))
                     except psycopg.Error as error:
                         if not self._retry(error, attempt):
                             raise
@@ -298,7 +331,7 @@ class TenantDatabase:
         """One autocommit statement as the process's own login role, for the few privileged calls
         that precede a tenant (API-key lookup, rate limits, the outbox relay), retried once on a
         fresh connection if the connection was lost (every such statement of ours can run twice)."""
-        with self._translate():
+        with self._translate(pool="service"):
             for attempt in (1, 2):
                 try:
                     async with self.service_pool.connection() as conn:
@@ -313,7 +346,7 @@ class TenantDatabase:
     async def service_transaction(self) -> AsyncIterator[Connection]:
         """A transaction as the process's own login role, for the privileged work that spans more than
         one statement (billing reconciliation holds a customer's lock while it asks Stripe)."""
-        with self._translate():
+        with self._translate(pool="service"):
             async with self.service_pool.connection() as conn, conn.transaction():
                 yield conn
 
@@ -329,10 +362,16 @@ class TenantDatabase:
         return True
 
     @contextlib.contextmanager
-    def _translate(self, *, anonymous: bool = False) -> Iterator[None]:
-        """Database errors (a pool timeout included) leave as QuarryErrors."""
+    def _translate(self, *, pool: str, anonymous: bool = False) -> Iterator[None]:
+        """Database errors (a pool timeout included) leave as QuarryErrors.
+
+        A pool timeout is a busy pool, not a lost connection: it is counted
+        (quarry_db_pool_timeouts) but does not make the pool check connections."""
         try:
             yield
+        except PoolTimeout as error:
+            POOL_TIMEOUTS.labels(pool).inc()
+            raise sql_error(error, anonymous=anonymous) from error
         except psycopg.Error as error:
             translated = sql_error(error, anonymous=anonymous)
             if isinstance(translated, DatabaseUnavailable):
@@ -355,9 +394,18 @@ class TenantSession:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def for_job(cls, database: TenantDatabase, tenant_id: UUID, *, task: str, job_id: int | None) -> TenantSession:
-        """A worker job acting for its tenant; the job is its request id (audit log, logs)."""
-        request_id = f"job-{job_id}" if job_id is not None else f"job-{task}"
+    def for_job(
+        cls,
+        database: TenantDatabase,
+        tenant_id: UUID,
+        *,
+        task: str,
+        job_id: int | None,
+        request_id: str | None = None,
+    ) -> TenantSession:
+        """A worker job acting for its tenant, under the request id of the request that deferred it
+        (so the audit log and the jobs it defers in turn name that request), else its own."""
+        request_id = request_id or (f"job-{job_id}" if job_id is not None else f"job-{task}")
         return cls(
             database, Principal.for_tenant(tenant_id), path=f"/jobs/{task}", headers={"x-request-id": request_id}
         )
@@ -413,6 +461,10 @@ def sql_error(error: psycopg.Error, *, anonymous: bool = False) -> QuarryError:
     if error.sqlstate is None and isinstance(error, psycopg.DataError):
         # Refused by psycopg before it reached the server (a NUL in text, a number out of range).
         return Invalid("A value in the request cannot be stored (for example a NUL character).")
+    if isinstance(error, PoolTimeout):  # every connection of the budget busy for the whole wait
+        return DatabaseUnavailable(
+            "Every database connection is busy; try again shortly.", internal="PoolTimeout", sqlstate="08000"
+        )
     # No SQLSTATE: lost on the way (a dropped socket), or no connection to be had (the pool waited in vain).
     unreachable = connection_lost(error) or isinstance(error, PoolTimeout)
     sqlstate = error.sqlstate or ("08000" if unreachable else "XX000")

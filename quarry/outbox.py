@@ -35,6 +35,7 @@ from quarry.storage.blobs import BlobStore, blob_key
 logger = logging.getLogger("quarry.outbox")
 
 CHANNEL = "quarry_outbox"
+_WAKE = f"select pg_notify('{CHANNEL}', '')"
 # A lease is renewed while its change is being applied, so a short one only means
 # that a relay which died (its process, or its connection) is replaced quickly.
 LEASE_SECONDS = 15
@@ -56,6 +57,16 @@ class PendingChange:
 
 class UnindexableDocument(Exception):
     """The document's vectors can never go into this index (e.g. another model's dimensions)."""
+
+
+async def wake_relay(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Wake the relay when this transaction commits (a document's deletion recorded in the outbox).
+
+    The outbox row itself is written by a trigger; the NOTIFY is not, because under
+    Citus a trigger runs on the node holding the row's shard, and the relay listens
+    on the coordinator.  Without it the relay's sweep still finds the change.
+    """
+    await conn.execute(_WAKE)
 
 
 class OutboxRelay:
@@ -199,8 +210,8 @@ class OutboxRelay:
             document = await (
                 await conn.execute(
                     "select source::text, coalesce(mime_type, '') as mime_type, created_at"
-                    " from app.documents where id = %s",
-                    (document_id,),
+                    " from app.documents where tenant_id = %s and id = %s",
+                    (tenant_id, document_id),
                 )
             ).fetchone()
             if document is not None:
@@ -208,8 +219,8 @@ class OutboxRelay:
                 async with conn.cursor(name="document_chunks", binary=True) as chunks:
                     await chunks.execute(
                         "select id, ordinal, dense, sparse_indices, sparse_values from app.chunks"
-                        " where document_id = %s order by ordinal",
-                        (document_id,),
+                        " where tenant_id = %s and document_id = %s order by ordinal",
+                        (tenant_id, document_id),
                     )
                     while page := await chunks.fetchmany(CHUNK_PAGE):
                         points = [_point(document_id, document, chunk) for chunk in page]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,6 +72,7 @@ class Settings:
     openapi_reads_per_minute: int = 30
     billing: BillingSettings | None = None
     drive: DriveSettings | None = None
+    ops: OpsSettings = field(default_factory=lambda: OpsSettings())
 
     @property
     def is_production(self) -> bool:
@@ -183,6 +184,82 @@ class Settings:
             openapi_reads_per_minute=positive_int(env, "OPENAPI_READS_PER_MINUTE", 30),
             billing=BillingSettings.from_env(env),
             drive=DriveSettings.from_env(env, production=production),
+            ops=OpsSettings.from_env(env, production=production),
+        )
+
+
+DEFAULT_WORKER_METRICS_PORT = 9108
+
+
+@dataclass(frozen=True, slots=True)
+class OpsSettings:
+    """Connection budget, metrics and logs (README "Operations").
+
+    The database never sees more connections from a process than its budget:
+    the gateway `gateway_pool_size + gateway_service_pool_size + 1` (its API-key
+    listener) `+ 1` (the outbox listener, with the embedded index); the worker
+    `worker_pool_size + worker_service_pool_size + worker_queue_pool_size + 1`
+    (procrastinate's listener) `+ 1` (the outbox listener, with a Qdrant server).
+    A request that waits `db_pool_timeout_seconds` for a connection is a 503
+    with Retry-After.
+    """
+
+    gateway_pool_size: int = 10
+    gateway_service_pool_size: int = 4
+    worker_pool_size: int | None = None  # None: min(WORKER_CONCURRENCY + 2, 16)
+    worker_service_pool_size: int = 4
+    worker_queue_pool_size: int = 4
+    db_pool_timeout_seconds: float = 5.0
+    metrics_token: str | None = None
+    metrics_reads_per_minute: int = 30
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT  # 0: no metrics server
+    metrics_sample_seconds: float = 5.0
+    log_format: str = "text"
+
+    def worker_pool(self, concurrency: int) -> int:
+        return self.worker_pool_size or min(concurrency + 2, 16)
+
+    def gateway_budget(self, *, relay_in_gateway: bool) -> int:
+        """The most connections one gateway process opens."""
+        return self.gateway_pool_size + self.gateway_service_pool_size + 1 + int(relay_in_gateway)
+
+    def worker_budget(self, concurrency: int, *, relay_in_gateway: bool) -> int:
+        """The most connections one worker process opens."""
+        return (
+            self.worker_pool(concurrency)
+            + self.worker_service_pool_size
+            + self.worker_queue_pool_size
+            + 1
+            + int(not relay_in_gateway)
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, production: bool) -> OpsSettings:
+        token = env.get("METRICS_TOKEN", "").strip() or None
+        if token is not None and len(token) < 16:
+            raise SettingsError("METRICS_TOKEN must be at least 16 characters (a random secret)")
+        timeout_ms = positive_int(env, "DB_POOL_TIMEOUT_MS", 5000)
+        port_text = env.get("WORKER_METRICS_PORT", "").strip()
+        try:
+            port = int(port_text) if port_text else DEFAULT_WORKER_METRICS_PORT
+        except ValueError:
+            raise SettingsError(f"WORKER_METRICS_PORT must be a port number (0: off), not {port_text!r}") from None
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"WORKER_METRICS_PORT must be a port number (0: off), not {port}")
+        return cls(
+            gateway_pool_size=positive_int(env, "GATEWAY_DB_POOL_SIZE", 10),
+            gateway_service_pool_size=positive_int(env, "GATEWAY_SERVICE_POOL_SIZE", 4),
+            worker_pool_size=positive_int(env, "WORKER_DB_POOL_SIZE", 1) if env.get("WORKER_DB_POOL_SIZE") else None,
+            worker_service_pool_size=positive_int(env, "WORKER_SERVICE_POOL_SIZE", 4),
+            worker_queue_pool_size=positive_int(env, "WORKER_QUEUE_POOL_SIZE", 4),
+            db_pool_timeout_seconds=timeout_ms / 1000,
+            metrics_token=token,
+            metrics_reads_per_minute=positive_int(env, "METRICS_READS_PER_MINUTE", 30),
+            worker_metrics_host=env.get("WORKER_METRICS_HOST", "").strip() or "127.0.0.1",
+            worker_metrics_port=port,
+            metrics_sample_seconds=float(positive_int(env, "METRICS_SAMPLE_SECONDS", 5)),
+            log_format=choice(env, "LOG_FORMAT", ("json", "text") if production else ("text", "json")),
         )
 
 

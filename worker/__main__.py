@@ -1,4 +1,9 @@
-"""Run the worker: `python -m worker` (make dev starts it for you).
+"""Run the worker: `python -m worker [--queues shared|enterprise|<queue>,…]` (make dev starts it for you).
+
+Without --queues it serves every queue.  A dedicated pool for a plan's job
+pool (Enterprise) is `python -m worker --queues enterprise`; the shared pool
+beside it is `python -m worker --queues shared` (worker/app.py,
+select_queues).
 
 It loads the embedding model once, then runs up to WORKER_CONCURRENCY jobs at
 a time (ingest jobs share model batches).  It re-queues the jobs of workers
@@ -13,6 +18,7 @@ database answers again.  SIGTERM or Ctrl-C stops it gracefully.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -21,24 +27,31 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import TypeVar
 
 import procrastinate
 from procrastinate.worker import Worker
 
-from quarry.db import TenantDatabase, is_transient, why
+from quarry.db import TenantDatabase, is_transient, named, why
 from quarry.documents.chunking import Chunker
 from quarry.documents.ingest import IngestPipeline
 from quarry.embedding import DenseEmbedder, EmbeddingBatcher, SparseEmbedder
+from quarry.logs import configure_logging
+from quarry.metrics import POOL_STATS
 from quarry.outbox import OutboxRelay
 from quarry.parsing.pool import ParsePool
 from quarry.services import Core
 from quarry.settings import Settings, SettingsError
-from worker.app import procrastinate_app, queues
+from worker.app import UnknownQueue, procrastinate_app, select_queues
 from worker.context import CONTEXT_KEY, WorkerContext
+from worker.observe import observe_job, sample_gauges, serve_metrics
 from worker.stalled import QuietTransientErrors, requeue_stalled_jobs, watch_stalled_work
 
 logger = logging.getLogger("quarry.worker")
+T = TypeVar("T")
+APPLICATION_NAME = "quarry-worker"  # its connections in pg_stat_activity
 
 CHUNK_OVERLAP_TOKENS = 32
 HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "2"))
@@ -52,7 +65,7 @@ MAX_RESTART_SECONDS = 10.0
 STEADY_SECONDS = 60.0  # a worker that ran this long before failing starts again from the shortest wait
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, wanted_queues: Sequence[str] | None = None) -> None:
     if settings.worker_database_url is None:
         raise SettingsError("WORKER_DATABASE_URL must be set when QUARRY_ENV=production")
     async with AsyncExitStack() as stack:
@@ -69,15 +82,28 @@ async def run(settings: Settings) -> None:
         gc.collect()
         gc.freeze()
         # Jobs hold a connection only briefly (start, store), so the pool can stay small.
+        ops = settings.ops
         database = TenantDatabase.connect(
-            settings.tenant_database_url,
-            settings.worker_database_url,
+            named(settings.tenant_database_url, APPLICATION_NAME),
+            named(settings.worker_database_url, APPLICATION_NAME),
             min_size=1,
-            max_size=min(settings.worker_concurrency + 2, 16),
+            max_size=ops.worker_pool(settings.worker_concurrency),
+            service_max_size=ops.worker_service_pool_size,
+            timeout=ops.db_pool_timeout_seconds,
         )
         # Connections come as the database allows; the worker waits for it rather than exit.
         await database.open(wait=False)
         stack.push_async_callback(database.close)
+        POOL_STATS.watch(database)
+        stack.callback(POOL_STATS.unwatch, database)
+        logger.info(
+            "database connections: at most %d (WORKER_DB_POOL_SIZE %d + WORKER_SERVICE_POOL_SIZE %d + "
+            "WORKER_QUEUE_POOL_SIZE %d + listeners)",
+            ops.worker_budget(settings.worker_concurrency, relay_in_gateway=settings.relay_in_gateway),
+            ops.worker_pool(settings.worker_concurrency),
+            ops.worker_service_pool_size,
+            ops.worker_queue_pool_size,
+        )
         core = Core.build(settings, database)
         stack.callback(core.close)
         stack.push_async_callback(core.billing.aclose)
@@ -96,9 +122,18 @@ async def run(settings: Settings) -> None:
             parsers=parsers,
         )
         context = WorkerContext(core, pipeline)
-        app = procrastinate_app(settings.worker_database_url)
+        app = procrastinate_app(
+            named(settings.worker_database_url, APPLICATION_NAME), max_size=ops.worker_queue_pool_size
+        )
         await open_queue(app, stack)
-        tasks = [asyncio.create_task(watch_stalled_work(app, context, STALLED_WORKER_SECONDS), name="stalled-work")]
+        served = await served_queues(app, database, wanted_queues)
+        metrics_server = serve_metrics(ops.worker_metrics_host, ops.worker_metrics_port)
+        if metrics_server is not None:
+            stack.callback(metrics_server.shutdown)
+        tasks = [
+            asyncio.create_task(watch_stalled_work(app, context, STALLED_WORKER_SECONDS), name="stalled-work"),
+            asyncio.create_task(sample_gauges(context, ops.metrics_sample_seconds), name="metrics-gauges"),
+        ]
         if not settings.relay_in_gateway:
             relay = OutboxRelay(
                 core.database,
@@ -109,29 +144,54 @@ async def run(settings: Settings) -> None:
             )
             tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
         try:
-            await run_jobs(app, context, concurrency=settings.worker_concurrency)
+            await run_jobs(app, context, concurrency=settings.worker_concurrency, queues=served)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def open_queue(app: procrastinate.App, stack: AsyncExitStack) -> None:
-    """procrastinate's connection pool, opened once the database answers (waiting for it, with backoff)."""
+async def once_the_database_answers(work: Callable[[], Awaitable[T]], what: str) -> T:
+    """`work`, tried again with a capped backoff while the database is not reachable yet."""
     backoff = MIN_RESTART_SECONDS
     while True:
         try:
-            await stack.enter_async_context(app.open_async())
-            return
+            return await work()
         except Exception as error:
             if not is_transient(error):
                 raise
-            logger.warning("the job queue cannot reach the database yet (%s); retrying in %.1f s", why(error), backoff)
+            logger.warning("%s cannot reach the database yet (%s); retrying in %.1f s", what, why(error), backoff)
             await asyncio.sleep(backoff)
             backoff = min(MAX_RESTART_SECONDS, backoff * 2)
 
 
-async def run_jobs(app: procrastinate.App, context: WorkerContext, *, concurrency: int) -> None:
+async def open_queue(app: procrastinate.App, stack: AsyncExitStack) -> None:
+    """procrastinate's connection pool, opened once the database answers (waiting for it, with backoff)."""
+    await once_the_database_answers(lambda: stack.enter_async_context(app.open_async()), "the job queue")
+
+
+async def served_queues(
+    app: procrastinate.App, database: TenantDatabase, wanted: Sequence[str] | None
+) -> list[str] | None:
+    """The queues this worker serves (None: all), once the job pools can be read."""
+    if wanted is None:
+        logger.info("serving every queue")
+        return None
+    row = await once_the_database_answers(
+        lambda: database.fetch_one("select internal.job_pools() as pools"), "reading the job pools"
+    )
+    pools = list(row["pools"]) if row else []
+    try:
+        chosen = select_queues(app, pools, wanted)
+    except UnknownQueue as error:
+        raise SettingsError(f"--queues: {error}") from None
+    logger.info("serving the queues %s", ", ".join(chosen or []))
+    return chosen
+
+
+async def run_jobs(
+    app: procrastinate.App, context: WorkerContext, *, concurrency: int, queues: list[str] | None = None
+) -> None:
     """The procrastinate worker until SIGTERM/SIGINT, started again whenever it loses the database."""
     stopping = asyncio.Event()
     current: list[Worker] = []
@@ -151,7 +211,7 @@ async def run_jobs(app: procrastinate.App, context: WorkerContext, *, concurrenc
             lost_worker_id = None
         worker = Worker(
             app,
-            queues=queues(app),
+            queues=queues,
             name="quarry",
             concurrency=concurrency,
             additional_context={CONTEXT_KEY: context},
@@ -159,6 +219,7 @@ async def run_jobs(app: procrastinate.App, context: WorkerContext, *, concurrenc
             update_heartbeat_interval=HEARTBEAT_SECONDS,
             fetch_job_polling_interval=FETCH_POLLING_SECONDS,
             stalled_worker_timeout=STALLED_WORKER_SECONDS,
+            worker_middleware=[observe_job],
         )
         current[:] = [worker]
         started = time.monotonic()
@@ -201,20 +262,32 @@ async def release_lost_worker(app: procrastinate.App, context: WorkerContext, wo
     return True
 
 
-def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Run Quarry's job worker.")
+    parser.add_argument(
+        "--queues",
+        action="append",
+        metavar="NAME[,NAME…]",
+        help="serve only these: `shared` (the shared queues), a job pool (`enterprise`) or queue names "
+        "(`ingest`, `enterprise.drive`); repeatable. Default: every queue.",
     )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(QuietTransientErrors())
+    args = parser.parse_args(argv)
+    if args.queues is not None:
+        args.queues = [name.strip() for item in args.queues for name in item.split(",") if name.strip()]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         settings = Settings.from_env()
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    configure_logging(settings.ops.log_format, os.environ.get("LOG_LEVEL", "INFO"), filters=(QuietTransientErrors(),))
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run(settings))
+            asyncio.run(run(settings, args.queues))
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

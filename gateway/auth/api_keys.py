@@ -29,9 +29,10 @@ working, the lockout ends with the window, and the attacker's own address
 is throttled meanwhile (gateway/auth/authenticate.py).
 
 A success is cached for CACHE_SECONDS (never past the key's expiry), keyed by
-a SHA-256 of the key.  A trigger NOTIFYs `quarry_api_keys` on revoke or
-delete; each gateway LISTENs on a connection of its own and pings it every
-HEARTBEAT_SECONDS.  Notifications arrive in order before a ping's answer, so
+a SHA-256 of the key.  internal.revoke_api_key NOTIFYs `quarry_api_keys` on
+revoke (from the function, not a trigger: under Citus a trigger runs on the
+shard's node, which no gateway listens to); each gateway LISTENs on a
+connection of its own and pings it every HEARTBEAT_SECONDS.  Notifications arrive in order before a ping's answer, so
 when a ping returns, every revoke committed before it was sent has been
 applied; the cache is trusted only within TRUST_SECONDS of sending the last
 answered ping.  A dead or silent connection therefore stops the cache within
@@ -71,7 +72,7 @@ DEAD_SECONDS = 5.0
 CHANNEL = "quarry_api_keys"
 TOUCH_INTERVAL_SECONDS = 60.0
 _FIND = "select id, tenant_id, secret_hash, expires_at, revoked_at from internal.find_api_key(%s)"
-_TOUCH = "select internal.touch_api_key(%s)"
+_TOUCH = "select internal.touch_api_key(%s, %s)"
 # A bcrypt hash (cost 10, as issued) of a secret no key can have: the first
 # timing of bcrypt, before any real key has been checked.
 _CALIBRATION_HASH = b"$2a$10$8LaySKrW4a9oMCklWZTLRuK6vkCsZQ4.wu6qPACRXKwG0fdksVAj."
@@ -231,7 +232,7 @@ class ApiKeyVerifier:
         return self._bcrypt_seconds
 
     async def _touch(self, principal: Principal) -> None:
-        await self._database.fetch(_TOUCH, (principal.api_key_id,))
+        await self._database.fetch(_TOUCH, (principal.tenant_id, principal.api_key_id))
 
     def invalidate(self, key_id: str | None = None) -> None:
         self._epoch += 1

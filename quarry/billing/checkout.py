@@ -85,7 +85,11 @@ class BillingService:
         """The caller's own Stripe customer (RLS: nobody else's row is visible)."""
         async with session.transaction() as conn:
             row = await (
-                await conn.execute("select stripe_customer_id from app.billing_customers", prepare=True)
+                await conn.execute(
+                    "select stripe_customer_id from app.billing_customers where tenant_id = %s",
+                    (session.tenant_id,),
+                    prepare=True,
+                )
             ).fetchone()
         return str(row["stripe_customer_id"]) if row else None
 

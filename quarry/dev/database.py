@@ -58,11 +58,18 @@ def apply_migrations(db_url: str) -> None:
         raise DatabaseSetupError(f"supabase migration up failed:\n{result.stdout}\n{result.stderr}")
 
 
+# Roles are the server's, not a database's: two databases prepared at once (parallel test
+# workers, a test beside `make dev`) would race to create and grant the same roles.
+PREPARE_LOCK = "quarry.dev.prepare_database"
+
+
 def prepare_database(admin_url: str, dbname: str, *, fresh: bool = False) -> str:
-    """Create (if needed) and migrate dbname; returns its admin URL."""
-    create_database(admin_url, dbname, fresh=fresh)
-    db_url = with_database(admin_url, dbname)
-    run_sql_file(db_url, str(SHIM_DIR / "supabase.sql"))
-    apply_migrations(db_url)
-    run_sql_file(db_url, str(SHIM_DIR / "dev_logins.sql"))
+    """Create (if needed) and migrate dbname; returns its admin URL.  One preparation at a time per server."""
+    with psycopg.connect(with_database(admin_url, "postgres"), autocommit=True) as lock:
+        lock.execute("select pg_advisory_lock(hashtext(%s))", (PREPARE_LOCK,))
+        create_database(admin_url, dbname, fresh=fresh)
+        db_url = with_database(admin_url, dbname)
+        run_sql_file(db_url, str(SHIM_DIR / "supabase.sql"))
+        apply_migrations(db_url)
+        run_sql_file(db_url, str(SHIM_DIR / "dev_logins.sql"))
     return db_url

@@ -31,10 +31,6 @@ class Document(ResponseModel):
     created_at: Timestamp
     updated_at: Timestamp
     ready_at: Timestamp | None
-    revision: int = Field(
-        description="0 for the first version; each new version of an imported file (a Drive file modified"
-        " in Drive) is ingested again in place and counts one more."
-    )
 
 
 class DocumentPage(ResponseModel):

@@ -41,6 +41,7 @@ from quarry.db import Connection, TenantSession
 from quarry.documents.models import Document, DocumentListQuery, DocumentPage, DocumentSource
 from quarry.errors import Conflict, DatabaseUnavailable, Invalid, NotFound, PayloadTooLarge
 from quarry.idempotency import Created, Idempotency, fingerprint
+from quarry.outbox import wake_relay
 from quarry.parsing.sniff import Sniffed, sniff
 from quarry.storage.blobs import BlobStore, BlobStoreUnavailable, blob_key
 from quarry.storage.scratch import scratch_directory
@@ -51,13 +52,16 @@ MAX_TITLE_CHARS = 255
 UNTITLED = "Untitled document"
 DOCUMENT_COLUMNS = (
     "id, title, source, mime_type, size_bytes, status, error_reason, page_count, chunk_count,"
-    " created_at, updated_at, ready_at, revision"
+    " created_at, updated_at, ready_at"
 )
 _INSERT_DOCUMENT = f"""
-insert into app.documents (id, title, source, mime_type, size_bytes, blob_key, sha256)
-values (%s, %s, %s, %s, %s, %s, %s)
+insert into app.documents (tenant_id, id, title, source, mime_type, size_bytes, blob_key, sha256)
+values (%s, %s, %s, %s, %s, %s, %s, %s)
 returning {DOCUMENT_COLUMNS}
 """  # noqa: S608 (DOCUMENT_COLUMNS is a constant)
+# In the same transaction: no document without its job.  Not a trigger, because
+# under Citus a trigger runs where the row's shard is and the queue is not there.
+_QUEUE_INGEST = "select internal.queue_document_ingest(%s)"
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 
 
@@ -108,7 +112,8 @@ class Revised:
     """What DocumentService.revise did: the document, and whether it is queued to be ingested again."""
 
     document: Document
-    reingested: bool
+    revision: int  # the document's revision now
+    reingested: bool  # queued to be ingested again (false: the same content, only renamed)
 
 
 class _Replay(Exception):
@@ -161,7 +166,7 @@ class DocumentService:
                 replayed = await idempotency.claim(conn, session.tenant_id, _fingerprint(incoming, origin), Document)
                 if replayed is not None:
                     raise _Replay(replayed)
-            document = await _insert(conn, document_id, incoming, sniffed, key, origin)
+            document = await _insert(conn, session.tenant_id, document_id, incoming, sniffed, key, origin)
             if on_insert is not None:
                 await on_insert(conn, document)
             if idempotency is not None:
@@ -213,18 +218,20 @@ class DocumentService:
 
         async def revise(conn: Connection, incoming: IncomingFile, sniffed: Sniffed, key: str | None) -> Document:
             cursor = await conn.execute(
-                f"select {DOCUMENT_COLUMNS} from internal.revise_document(%s, %s, %s, %s, %s, %s)",  # noqa: S608
+                f"select {DOCUMENT_COLUMNS}, revision from internal.revise_document(%s, %s, %s, %s, %s, %s)",  # noqa: S608
                 (document_id, revision, sniffed.mime_type, incoming.size, incoming.sha256, incoming.display_title()),
             )
             row = await cursor.fetchone()
             assert row is not None
+            reingested.append(row.pop("revision") == revision)
             document = Document.model_validate(row)
             if on_revise is not None:
                 await on_revise(conn, document)
             return document
 
+        reingested: list[bool] = []
         document = await self._bring(session, source, int(drawn["allowance"]), over_allowance, key, revise)
-        return Revised(document, reingested=document.revision == revision)
+        return Revised(document, revision=revision if reingested[-1] else revision - 1, reingested=reingested[-1])
 
     async def _bring(
         self,
@@ -322,19 +329,30 @@ async def upload_allowance(conn: Connection, expected_bytes: int | None) -> int:
 
 async def _insert(
     conn: Connection,
+    tenant_id: uuid.UUID,
     document_id: uuid.UUID,
     incoming: IncomingFile,
     sniffed: Sniffed,
     key: str,
     origin: DocumentSource,
 ) -> Document:
-    """The row and (by trigger) its ingest job and audit entry, in the caller's transaction."""
+    """The row (its audit entry by trigger) and its ingest job, in the caller's transaction."""
     cursor = await conn.execute(
         _INSERT_DOCUMENT,
-        (document_id, incoming.display_title(), origin, sniffed.mime_type, incoming.size, key, incoming.sha256),
+        (
+            tenant_id,
+            document_id,
+            incoming.display_title(),
+            origin,
+            sniffed.mime_type,
+            incoming.size,
+            key,
+            incoming.sha256,
+        ),
     )
     row = await cursor.fetchone()
     assert row is not None
+    await conn.execute(_QUEUE_INGEST, (document_id,))
     return Document.model_validate(row)
 
 
@@ -354,7 +372,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def list_documents(session: TenantSession, query: DocumentListQuery) -> DocumentPage:
     conditions: list[str] = ["true"]
-    params: list[object] = []
+    params: list[object] = [session.tenant_id]
     if query.status:
         conditions.append("status = %s::app.document_status")
         params.append(query.status)
@@ -367,7 +385,7 @@ async def list_documents(session: TenantSession, query: DocumentListQuery) -> Do
     params.append(query.limit + 1)
     async with session.transaction() as conn:
         cursor = await conn.execute(
-            f"select {DOCUMENT_COLUMNS} from api.documents where {' and '.join(conditions)}"  # noqa: S608 (constants)
+            f"select {DOCUMENT_COLUMNS} from api.documents where tenant_id = %s and {' and '.join(conditions)}"  # noqa: S608
             " order by created_at desc, id desc limit %s",
             params,
         )
@@ -384,8 +402,8 @@ def not_found() -> NotFound:
 async def get_document(session: TenantSession, document_id: uuid.UUID) -> Document:
     async with session.transaction() as conn:
         cursor = await conn.execute(
-            f"select {DOCUMENT_COLUMNS} from api.documents where id = %s",  # noqa: S608 (a constant)
-            (document_id,),
+            f"select {DOCUMENT_COLUMNS} from api.documents where tenant_id = %s and id = %s",  # noqa: S608 (a constant)
+            (session.tenant_id, document_id),
         )
         row = await cursor.fetchone()
     if row is None:
@@ -395,9 +413,12 @@ async def get_document(session: TenantSession, document_id: uuid.UUID) -> Docume
 
 async def delete_document(session: TenantSession, document_id: uuid.UUID) -> None:
     async with session.transaction() as conn:
-        cursor = await conn.execute("delete from api.documents where id = %s returning id", (document_id,))
+        cursor = await conn.execute(
+            "delete from api.documents where tenant_id = %s and id = %s returning id", (session.tenant_id, document_id)
+        )
         if await cursor.fetchone() is None:
             raise not_found()
+        await wake_relay(conn)
 
 
 async def document_content(session: TenantSession, document_id: uuid.UUID) -> str:
@@ -405,10 +426,11 @@ async def document_content(session: TenantSession, document_id: uuid.UUID) -> st
         cursor = await conn.execute(
             """
             select d.status::text as status, t.text
-            from api.documents as d left join app.document_texts as t on t.document_id = d.id
-            where d.id = %s
+            from api.documents as d
+            left join app.document_texts as t on t.tenant_id = d.tenant_id and t.document_id = d.id
+            where d.tenant_id = %s and d.id = %s
             """,
-            (document_id,),
+            (session.tenant_id, document_id),
         )
         row = await cursor.fetchone()
     if row is None:

@@ -71,7 +71,6 @@ class DriveConfig(ResponseModel):
     last_error: str | None
     created_at: Timestamp
     updated_at: Timestamp
-    drive_id: str | None = Field(description="the shared drive the folder is in; null: My Drive")
 
 
 class DriveConfigList(ResponseModel):

@@ -68,7 +68,7 @@ COOKIE_PREFIX = "quarry_drive_oauth_"
 CALLBACK_PATH = "/api/drive/callback"
 CONFIG_COLUMNS = (
     "id, google_folder_id, name, state, last_synced_at, files_seen, files_indexed, files_skipped, files_failed,"
-    " last_error, created_at, updated_at, drive_id"
+    " last_error, created_at, updated_at"
 )
 RUN_COLUMNS = (
     "id, folder_id, state, full_crawl, files_seen, files_indexed, files_skipped, files_failed, files_removed, error,"
@@ -298,7 +298,10 @@ class Drive:
 
     async def get_connection(self, session: TenantSession) -> DriveConnection:
         async with session.transaction() as conn:
-            cursor = await conn.execute("select id, status, scopes, created_at, updated_at from api.drive_connection")
+            cursor = await conn.execute(
+                "select id, status, scopes, created_at, updated_at from api.drive_connection where tenant_id = %s",
+                (session.tenant_id,),
+            )
             row = await cursor.fetchone()
         if row is None:
             raise NotFound("Google Drive is not connected.")
@@ -351,8 +354,10 @@ class Drive:
                 if replayed is not None:
                     return Created(replayed, replayed=True)
             cursor = await conn.execute(
-                "insert into app.drive_folders (google_folder_id, name, drive_id) values (%s, %s, %s) returning id",
+                "insert into app.drive_folders (tenant_id, google_folder_id, name, drive_id)"
+                " values (%s, %s, %s, %s) returning id",
                 (
+                    session.tenant_id,
                     request.folder_id,
                     str(folder.get("name") or request.folder_id)[:1024] or request.folder_id,
                     folder.get("driveId") or None,
@@ -361,8 +366,8 @@ class Drive:
             inserted = await cursor.fetchone()
             assert inserted is not None
             cursor = await conn.execute(
-                f"select {CONFIG_COLUMNS} from api.drive_configs where id = %s",  # noqa: S608 (a constant)
-                (inserted["id"],),
+                f"select {CONFIG_COLUMNS} from api.drive_configs where tenant_id = %s and id = %s",  # noqa: S608
+                (session.tenant_id, inserted["id"]),
             )
             config = DriveConfig.model_validate(await cursor.fetchone())
             if idempotency is not None:
@@ -372,7 +377,9 @@ class Drive:
     async def list_configs(self, session: TenantSession) -> DriveConfigList:
         async with session.transaction() as conn:
             cursor = await conn.execute(
-                f"select {CONFIG_COLUMNS} from api.drive_configs order by created_at, id"  # noqa: S608 (a constant)
+                f"select {CONFIG_COLUMNS} from api.drive_configs where tenant_id = %s"  # noqa: S608 (a constant)
+                " order by created_at, id",
+                (session.tenant_id,),
             )
             rows = await cursor.fetchall()
         return DriveConfigList(data=[DriveConfig.model_validate(row) for row in rows])
@@ -388,13 +395,15 @@ class Drive:
 
     async def config_files(self, session: TenantSession, config_id: uuid.UUID) -> DriveFileList:
         async with session.transaction() as conn:
-            cursor = await conn.execute("select 1 from api.drive_configs where id = %s", (config_id,))
+            cursor = await conn.execute(
+                "select 1 from api.drive_configs where tenant_id = %s and id = %s", (session.tenant_id, config_id)
+            )
             if await cursor.fetchone() is None:
                 raise NotFound("No such Drive folder config.")
             cursor = await conn.execute(
                 "select file_id, name, mime_type, state, document_id, reason, updated_at from api.drive_files"
-                " where folder_id = %s order by name, file_id",
-                (config_id,),
+                " where tenant_id = %s and folder_id = %s order by name, file_id",
+                (session.tenant_id, config_id),
             )
             rows = await cursor.fetchall()
         return DriveFileList(data=[DriveFile.model_validate(row) for row in rows])
@@ -411,8 +420,8 @@ class Drive:
     async def get_run(self, session: TenantSession, run_id: uuid.UUID) -> SyncRun:
         async with session.transaction() as conn:
             cursor = await conn.execute(
-                f"select {RUN_COLUMNS} from api.drive_sync_runs where id = %s",  # noqa: S608 (a constant)
-                (run_id,),
+                f"select {RUN_COLUMNS} from api.drive_sync_runs where tenant_id = %s and id = %s",  # noqa: S608
+                (session.tenant_id, run_id),
             )
             row = await cursor.fetchone()
         if row is None:

@@ -61,6 +61,7 @@ from quarry.drive.service import Connection as DriveConnection
 from quarry.drive.service import Drive
 from quarry.drive.sheets import MARKDOWN_SUFFIX, XLSX, sheet_as_markdown
 from quarry.errors import NotFound, PayloadTooLarge, QuarryError, QuotaExceeded, Unsupported
+from quarry.outbox import wake_relay
 from quarry.parsing.errors import UnreadableDocument
 from quarry.parsing.pool import ParsePool
 
@@ -226,8 +227,9 @@ class FolderSync:
     async def _folder(self) -> dict[str, Any] | None:
         async with self.session.transaction() as conn:
             cursor = await conn.execute(
-                "select google_folder_id, page_token, checkpoint, drive_id from app.drive_folders where id = %s",
-                (self.folder_id,),
+                "select google_folder_id, page_token, checkpoint, drive_id from app.drive_folders"
+                " where tenant_id = %s and id = %s",
+                (self.session.tenant_id, self.folder_id),
             )
             return await cursor.fetchone()
 
@@ -235,8 +237,8 @@ class FolderSync:
         async with self.session.transaction() as conn:
             cursor = await conn.execute(
                 "select file_id, state::text as state, version, document_id, name, parents, reason from app.drive_files"
-                " where folder_id = %s",
-                (self.folder_id,),
+                " where tenant_id = %s and folder_id = %s",
+                (self.session.tenant_id, self.folder_id),
             )
             rows = await cursor.fetchall()
         self.mapped = {
@@ -308,7 +310,13 @@ class FolderSync:
             document = old_document if keep_document else None
             await self._put(conn, item, state, version, document, reason, crawl)
             if old_document is not None and not keep_document:
-                await conn.execute("delete from api.documents where id = %s", (old_document,))
+                await self._delete_document(conn, old_document)
+
+    async def _delete_document(self, conn: Connection, document_id: uuid.UUID) -> None:
+        await conn.execute(
+            "delete from api.documents where tenant_id = %s and id = %s", (self.session.tenant_id, document_id)
+        )
+        await wake_relay(conn)
 
     async def _remove(self, file_ids: list[str]) -> None:
         if not file_ids:
@@ -530,7 +538,8 @@ class FolderSync:
             await self._put(conn, item, previous.state, version, previous.document_id, previous.reason, crawl)
             if name != previous.name and previous.document_id is not None:
                 await conn.execute(
-                    "update app.documents set title = %s where id = %s", (name[:255], previous.document_id)
+                    "update app.documents set title = %s where tenant_id = %s and id = %s",
+                    (name[:255], self.session.tenant_id, previous.document_id),
                 )
 
     async def _skip(self, item: dict[str, Any], version: str | None, reason: str, crawl: uuid.UUID | None) -> None:

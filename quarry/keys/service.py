@@ -38,7 +38,9 @@ async def create_key(
 async def list_keys(session: TenantSession) -> ApiKeyList:
     async with session.transaction() as conn:
         cursor = await conn.execute(
-            f"select {KEY_COLUMNS} from api.api_keys order by created_at desc, id desc",  # noqa: S608 (a constant)
+            f"select {KEY_COLUMNS} from api.api_keys where tenant_id = %s"  # noqa: S608 (a constant)
+            " order by created_at desc, id desc",
+            (session.tenant_id,),
             prepare=True,
         )
         rows = await cursor.fetchall()

@@ -75,7 +75,7 @@ class SearchService:
             self._threads, self._embed_and_search, session.tenant_id, query, request, timings
         )
         async with session.transaction() as conn:
-            return await hydrate(conn, hits, query, request, log_id, timings)
+            return await hydrate(conn, session.tenant_id, hits, query, request, log_id, timings)
 
     def _embed_and_search(
         self, tenant_id: uuid.UUID, query: str, request: SearchRequest, timings: Timings
@@ -149,17 +149,26 @@ def run_search(
 _HYDRATE = """
 select h.rank, c.id, c.text, c.position, c.document_id, d.title, d.source::text as source, d.mime_type
 from unnest(%s::uuid[]) with ordinality as h (id, rank)
-inner join app.chunks as c on c.id = h.id
+inner join app.chunks as c on c.tenant_id = %s and c.id = h.id
 inner join app.documents as d on d.tenant_id = c.tenant_id and d.id = c.document_id
+where d.tenant_id = %s
 order by h.rank
 """
 
 
 async def hydrate(
-    conn: Connection, hits: list[IndexHit], query: str, request: SearchRequest, log_id: uuid.UUID, timings: Timings
+    conn: Connection,
+    tenant_id: uuid.UUID,
+    hits: list[IndexHit],
+    query: str,
+    request: SearchRequest,
+    log_id: uuid.UUID,
+    timings: Timings,
 ) -> SearchResponse:
     started = time.perf_counter()
-    rows = await (await conn.execute(_HYDRATE, ([hit.id for hit in hits],), prepare=True)).fetchall()
+    rows = await (
+        await conn.execute(_HYDRATE, ([hit.id for hit in hits], tenant_id, tenant_id), prepare=True)
+    ).fetchall()
     by_id = {hit.id: hit for hit in hits}
     results = [_result(row, by_id[row["id"]], request.explain) for row in rows]
     timings.hydrate_ms = (time.perf_counter() - started) * 1000

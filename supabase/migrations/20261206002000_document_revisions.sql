@@ -23,11 +23,11 @@
 -- importers revise (documents whose source is `drive`): an upload's new
 -- version is a new upload.
 --
--- Status: a failure is now recorded only for a document that is
--- `processing`.  A job that started on an older revision and fails after a
--- newer one was queued no longer fails the newer one (the newer one's job
--- runs next, under the same lock); documents left queued with no job are
--- still failed by internal.fail_abandoned_documents.
+-- Status: the ingest job fails a document through internal.fail_revision,
+-- naming the revision it started: a job that started on an older revision
+-- and fails after a newer one was put in place fails nothing (the newer one's
+-- job runs next, under the same lock).  The new version's ingest job is
+-- deferred by internal.queue_document_ingest, in the revising transaction.
 
 -- table: app.documents (revision)
 
@@ -219,6 +219,7 @@ begin
         where j.queueing_lock = 'ingest:' || tenant::text || ':' || document::text and j.status = 'todo';
         update app.documents as d set status = 'queued', error_reason = null
         where d.tenant_id = tenant and d.id = document;
+        perform internal.queue_document_ingest(document);
     end if;
     perform internal.audit(
         tenant, 'document.revised', 'document', document,
@@ -236,24 +237,35 @@ comment on function internal.revise_document(uuid, integer, text, bigint, text, 
 revoke execute on function internal.revise_document(uuid, integer, text, bigint, text, text) from public;
 grant execute on function internal.revise_document(uuid, integer, text, bigint, text, text) to authenticated;
 
--- function: internal.fail_processing (as before, from `processing` only)
+-- function: internal.fail_revision
 
-create or replace function internal.fail_processing(document uuid, reason text)
+-- processing → failed(reason), if the document is still at the revision the
+-- failing job started (a newer one put in place meanwhile is not the job's to fail).
+create function internal.fail_revision(document uuid, started_revision integer, reason text)
 returns boolean
 language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
+declare
+    tenant uuid := auth.uid();
 begin
     update app.documents as d
     set status = 'failed', error_reason = left(coalesce(nullif(reason, ''), 'Processing failed.'), 500)
-    where d.tenant_id = auth.uid() and d.id = document and d.status = 'processing';
+    where d.tenant_id = tenant and d.id = document and d.status = 'processing' and d.revision = started_revision;
+    if found and started_revision > 0 then
+        perform pg_notify('quarry_outbox', '');  -- its old content leaves the index (internal.drop_failed_content)
+    end if;
     return found;
 end
 $$;
 
-comment on function internal.fail_processing(uuid, text) is 'processing → failed(reason).';
+comment on function internal.fail_revision(uuid, integer, text) is
+'processing → failed(reason), unless another revision than the one the job started is in place.';
+
+revoke execute on function internal.fail_revision(uuid, integer, text) from public;
+grant execute on function internal.fail_revision(uuid, integer, text) to authenticated;
 
 -- function: internal.drop_failed_content (trigger on app.documents)
 
@@ -276,8 +288,9 @@ begin
     new.chunk_count := null;
     new.char_count := null;
     if dropped > 0 then
+        -- The relay is woken by the failing function, or finds it at its sweep (a trigger notifies nobody
+        -- under Citus: the rows' shard is not where the relay listens).
         insert into app.outbox (tenant_id, document_id, kind) values (new.tenant_id, new.id, 'indexed');
-        perform pg_notify('quarry_outbox', '');
     end if;
     return new;
 end
@@ -389,22 +402,3 @@ as $$
         when 'drive:schedule' then 'maintenance'
     end
 $$;
-
--- API (exposed to supabase-js)
-
-create or replace view api.documents with (security_invoker = true) as
-select
-    id,
-    title,
-    source,  -- noqa: RF04
-    mime_type,
-    size_bytes,
-    status,
-    error_reason,
-    created_at,
-    updated_at,
-    page_count,
-    chunk_count,
-    ready_at,
-    revision
-from app.documents;

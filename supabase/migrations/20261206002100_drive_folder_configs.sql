@@ -5,7 +5,7 @@
 -- changes to a shared drive's files appear only in the drive's own log: a
 -- folder in a shared drive must be followed through that log (changes.list
 -- with its driveId) and listed in that drive's corpus.  The drive is learnt
--- from Google when the folder is added (null: My Drive).
+-- from Google when the folder is added (null: My Drive); the sync reads it.
 --
 -- POST /api/drive/configs takes an Idempotency-Key (the record names the
 -- config it created); deleting the config forgets the record, as for
@@ -27,22 +27,3 @@ grant insert (drive_id) on app.drive_folders to authenticated;
 create trigger drive_folders_forget_idempotency
 after delete on app.drive_folders
 for each row execute function internal.forget_idempotency_of_deleted();
-
--- API (exposed to supabase-js)
-
-create or replace view api.drive_configs with (security_invoker = true) as
-select
-    id,
-    google_folder_id,
-    name,  -- noqa: RF04
-    state,  -- noqa: RF04
-    last_synced_at,
-    files_seen,
-    files_indexed,
-    files_skipped,
-    files_failed,
-    last_error,
-    created_at,
-    updated_at,
-    drive_id
-from app.drive_folders;

@@ -10,13 +10,20 @@ grant select on ids to public;
 insert into ids values ('a', tests.create_user('a@example.com')), ('b', tests.create_user('b@example.com'));
 insert into ids values ('doc_a', gen_random_uuid()), ('doc_b', gen_random_uuid());
 
--- The ingest job is deferred in the same transaction as the document row.
+-- The ingest job is deferred in the same transaction as the document row, by
+-- internal.queue_document_ingest (the creating transaction calls it; not a
+-- trigger, which under Citus would run where the queue is not).
 insert into app.documents (tenant_id, id, title, mime_type, blob_key)
 select t.id, d.id, 'a.txt', 'text/plain', 'documents/' || t.id || '/' || d.id
 from ids as t cross join ids as d where t.name = 'a' and d.name = 'doc_a';
 insert into app.documents (tenant_id, id, title, mime_type, blob_key)
 select t.id, d.id, 'b.txt', 'text/plain', 'documents/' || t.id || '/' || d.id
 from ids as t cross join ids as d where t.name = 'b' and d.name = 'doc_b';
+select tests.act_as((select id from ids where name = 'a'));
+select internal.queue_document_ingest((select id from ids where name = 'doc_a'));
+select tests.act_as((select id from ids where name = 'b'));
+select internal.queue_document_ingest((select id from ids where name = 'doc_b'));
+select tests.reset_actor();
 
 select results_eq(
     $$

@@ -104,6 +104,7 @@ select tests.set_clock('2026-03-15 12:00:00+00');
 
 select tests.act_as(tests.user_id('a'));
 insert into app.documents (title, mime_type) values ('priority', 'application/pdf');
+select internal.queue_document_ingest((select d.id from app.documents as d where d.title = 'priority'));
 select tests.reset_actor();
 select is(
     (select j.priority from procrastinate.procrastinate_jobs as j

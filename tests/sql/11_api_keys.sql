@@ -37,7 +37,7 @@ select throws_ok(
     $$select * from internal.find_api_key('abcdefabcdef')$$, '42501', null, 'users cannot call the lookup'
 );
 select throws_ok(
-    $$select internal.touch_api_key(gen_random_uuid())$$, '42501', null, 'nor write last_used_at'
+    $$select internal.touch_api_key(auth.uid(), gen_random_uuid())$$, '42501', null, 'nor write last_used_at'
 );
 select is(
     (tests.refusal($$select api.create_api_key(repeat('x', 10000))$$) -> 'status'), '422'::jsonb,

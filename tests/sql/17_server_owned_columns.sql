@@ -48,6 +48,7 @@ select lives_ok(
       select id, name, 'text/plain', 10 from docs where name like 'a\_%'$$,
     'A uploads its documents'
 );
+select internal.queue_document_ingest(id) from docs where name like 'a\_%';
 select tests.act_as(tests.user_id('b'));
 insert into app.documents (id, title, mime_type, size_bytes) values (pg_temp.doc('b_working'), 'b', 'text/plain', 10);
 select internal.start_processing(pg_temp.doc('b_working'));

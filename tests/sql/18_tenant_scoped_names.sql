@@ -14,6 +14,18 @@ insert into docs values ('shared', gen_random_uuid()), ('old_lock', gen_random_u
 insert into app.documents (tenant_id, id, title, mime_type, blob_key)
 select tests.user_id(t.name), d.id, d.name, 'text/plain', 'documents/' || tests.user_id(t.name) || '/' || d.id
 from (values ('a'), ('b')) as t (name) cross join docs as d where d.name = 'shared' or t.name = 'a';
+-- Each creating transaction defers its document's job (as the upload flow does).
+create function pg_temp.queue_as(tenant_name text) returns void
+language plpgsql as $$
+begin
+    perform tests.act_as(tests.user_id(tenant_name));
+    perform internal.queue_document_ingest(d.id)
+    from app.documents as d where d.tenant_id = tests.user_id(tenant_name);
+    perform tests.reset_actor();
+end
+$$;
+select pg_temp.queue_as('a');
+select pg_temp.queue_as('b');
 
 -- the queue
 

@@ -13,9 +13,9 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
-from quarry.db import Connection, TenantDatabase, connection_lost, create_pool, request_settings
+from quarry.db import Connection, TenantDatabase, connection_lost, create_pool, request_settings, set_local
 from quarry.errors import DatabaseUnavailable
-from tests.py.support.database import DatabaseUrls, Users
+from tests.py.support.database import ADMIN_SERVER_URL, DatabaseUrls, Users
 
 pytestmark = pytest.mark.anyio
 
@@ -256,3 +256,36 @@ async def test_no_database_at_all_is_a_503_not_a_500() -> None:
 )
 def test_what_counts_as_a_lost_connection(error: psycopg.Error, lost: bool) -> None:
     assert connection_lost(error) is lost
+
+
+def test_settings_are_set_local_statements_with_quoted_values() -> None:
+    """Claims travel as SET LOCAL (what Citus propagates to workers), each value a quoted literal."""
+    settings = request_settings(
+        {"sub": "x", "note": "'; reset role; --"}, role="authenticated", method="POST", path="/", headers=None
+    )
+    with psycopg.connect(ADMIN_SERVER_URL) as conn:
+        rendered = set_local(settings).as_string(conn)
+    statements = rendered.split("; set local ")
+    assert rendered.startswith("set local ")
+    assert len(statements) == len(settings)
+    assert "set local \"role\" = 'authenticated'" in rendered
+    assert "\"search_path\" = 'api', 'extensions'" in rendered
+    assert "''; reset role; --" in rendered  # the quote is doubled inside the literal, not a statement end
+
+
+async def test_hostile_claims_and_headers_arrive_verbatim(db: TenantDatabase, users: Users) -> None:
+    hostile = "it's \\'; reset role; select 1; -- $$ \" \\x00 ünï"
+    claims = {"sub": str(users.alice), "aud": "authenticated", "note": hostile}
+    async with db.act_as(claims, headers={"x-evil": hostile}) as conn:
+        settings = await read_settings(conn)
+        row = await (await conn.execute("select current_user as role")).fetchone()
+    assert row is not None and row["role"] == "authenticated"
+    assert json.loads(settings["claims"])["note"] == hostile
+    assert json.loads(settings["headers"]) == {"x-evil": hostile}
+
+
+def test_list_settings_keep_their_elements() -> None:
+    with psycopg.connect(ADMIN_SERVER_URL, autocommit=True) as conn, conn.transaction():
+        conn.execute(set_local({"search_path": 'api, "$user", extensions'}))
+        row = conn.execute("select current_setting('search_path')").fetchone()
+    assert row == ('api, "$user", extensions',)

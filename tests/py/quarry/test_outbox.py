@@ -88,6 +88,11 @@ def test_a_job_run_twice_leaves_one_set_of_chunks_and_points(alice: Api, databas
     # 2. Processing the document again replaces its chunks with the same ids and points.
     with psycopg.connect(database.admin_url, autocommit=True) as conn:
         conn.execute("update app.documents set status = 'queued', ready_at = null where id = %s", (document["id"],))
+        conn.execute(  # as the creating transaction does (internal.queue_document_ingest, for its caller)
+            "select internal.defer_job('documents:ingest', %s, jsonb_build_object('document_id', %s::uuid),"
+            " internal.document_job_lock(%s, %s))",
+            (alice.tenant_id, document["id"], alice.tenant_id, document["id"]),
+        )
     again = alice.wait_until_done(document["id"])
     wait_for(lambda: alice.get(f"/api/documents/{document['id']}").json()["status"] == "ready", timeout=30)
     assert again["chunk_count"] == document["chunk_count"]

@@ -14,7 +14,10 @@ from psycopg.rows import dict_row
 from tests.py.support.tokens import HS256_SECRET, JwksServer
 
 ADMIN_SERVER_URL = os.environ.get("QUARRY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEST_DATABASE = os.environ.get("QUARRY_TEST_DATABASE", "quarry_pytest")
+# Under pytest-xdist (`make test-py`) each worker process has a database of its own.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_BASE_DATABASE = os.environ.get("QUARRY_TEST_DATABASE", "quarry_pytest")
+TEST_DATABASE = f"{_BASE_DATABASE}_{_XDIST_WORKER}" if _XDIST_WORKER else _BASE_DATABASE
 # The Drive token keys of every test process (a fixed test key: test data only).
 TEST_DRIVE_TOKEN_KEYS = "test1:" + "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdDE="
 
@@ -56,6 +59,8 @@ def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path,
         "STALLED_WORKER_SECONDS": "4",
         "WORKER_CONCURRENCY": "4",
         "DRIVE_TOKEN_KEYS": TEST_DRIVE_TOKEN_KEYS,
+        # Many test runs share this machine: a worker serves metrics only where a test asks for it.
+        "WORKER_METRICS_PORT": "0",
     }
     env.update(overrides)
     return env

@@ -7,7 +7,7 @@ import uuid
 
 import psycopg
 
-from quarry.db import request_settings
+from quarry.db import request_settings, set_local
 
 
 def act_as(conn: psycopg.Connection[object], tenant: uuid.UUID) -> None:
@@ -15,5 +15,4 @@ def act_as(conn: psycopg.Connection[object], tenant: uuid.UUID) -> None:
     settings = request_settings(
         {"sub": str(tenant), "aud": "authenticated"}, role="authenticated", method="POST", path="/", headers=None
     )
-    statement = "select " + ", ".join("set_config(%s, %s, true)" for _ in settings)
-    conn.execute(statement, [value for item in settings.items() for value in item])
+    conn.execute(set_local(settings))

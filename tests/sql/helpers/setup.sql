@@ -1,7 +1,8 @@
 -- Test-only helpers, installed into the pgTAP database after the migrations.
--- tests.act_as() is the SQL twin of gateway.db.act_as(): it sets the same
+-- tests.act_as() is the SQL twin of quarry.db.act_as(): it sets the same
 -- settings PostgREST sets (role, request.jwt.claims with role inside,
--- request.method, request.path, request.headers), local to the transaction.
+-- request.method, request.path, request.headers), local to the transaction,
+-- with SET LOCAL statements as act_as does (what Citus propagates to workers).
 
 create schema if not exists tests;
 create extension if not exists pgtap with schema tests;
@@ -33,7 +34,7 @@ begin
             and d.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))
         order by d.setdatabase
     loop
-        perform set_config(split_part(setting, '=', 1), substr(setting, strpos(setting, '=') + 1), true);
+        execute format('set local %I = %L', split_part(setting, '=', 1), substr(setting, strpos(setting, '=') + 1));
     end loop;
 end
 $$;
@@ -61,13 +62,13 @@ begin
         )
     ) || '{"role": "authenticated"}';
     perform tests.apply_role_settings('authenticated');
-    perform set_config('role', 'authenticated', true);
-    perform set_config('request.jwt.claims', effective_claims::text, true);
-    perform set_config('request.method', upper(method), true);
-    perform set_config('request.path', path, true);
-    perform set_config('request.headers', headers::text, true);
+    set local role authenticated;
+    execute format('set local "request.jwt.claims" = %L', effective_claims::text);
+    execute format('set local "request.method" = %L', upper(method));
+    execute format('set local "request.path" = %L', path);
+    execute format('set local "request.headers" = %L', headers::text);
     -- PostgREST's search_path, plus this schema so pgTAP stays callable.
-    perform set_config('search_path', 'api, extensions, tests', true);
+    set local search_path = api, extensions, tests;
 end
 $$;
 

@@ -22,7 +22,8 @@ from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway
 from tests.py.support.tokens import JwksServer, TokenFactory
 
-pytestmark = pytest.mark.slow
+# `serial`: asserts latencies, so it runs alone, after the parallel pass (Makefile test-py).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 ATTACKER = "198.51.100.66"
 VICTIM = "203.0.113.10"

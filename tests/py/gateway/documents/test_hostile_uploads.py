@@ -29,7 +29,8 @@ from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway, running_worker, wait_for
 from tests.py.support.tokens import JwksServer, TokenFactory
 
-pytestmark = pytest.mark.slow
+# `serial`: asserts latencies, so it runs alone, after the parallel pass (Makefile test-py).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 EXTRACT_MEMORY_MIB = 1024
 GATEWAY_GROWTH_LIMIT = 128 * 1000 * 1000

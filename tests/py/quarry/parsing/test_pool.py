@@ -71,6 +71,7 @@ def test_every_child_runs_at_a_lower_cpu_priority_than_the_worker(pool: ParsePoo
             assert autogroup.read_text().split()[-1] == str(PARSE_NICENESS)
 
 
+@pytest.mark.serial  # bounds a duration: runs alone, after the parallel pass
 def test_a_file_that_needs_more_memory_fails_and_its_child_is_replaced(pool: ParsePool, tmp_path: Path) -> None:
     csv = tmp_path / "one-line.csv"
     write_csv_of_one_line(csv)
@@ -89,6 +90,7 @@ def test_a_file_that_needs_more_memory_fails_and_its_child_is_replaced(pool: Par
     assert pool.extract_blocking(DOCUMENTS / "sample.pdf", "pdf").segments
 
 
+@pytest.mark.serial  # bounds a duration: runs alone, after the parallel pass
 def test_a_parse_past_its_deadline_is_killed(tmp_path: Path) -> None:
     html = tmp_path / "nested.html"
     write_html_of_nested_tags(html)

@@ -63,9 +63,9 @@ select lives_ok(
     'A adds a folder of a shared drive'
 );
 select results_eq(
-    $$select drive_id from api.drive_configs where google_folder_id = 'team-folder'$$,
+    $$select drive_id from app.drive_folders where tenant_id = tests.user_id('a') and google_folder_id = 'team-folder'$$,
     $$values ('0Ateam'::text)$$,
-    '... and reads its drive in the view'
+    '... and reads its drive'
 );
 select tests.reset_actor();
 select throws_ok(
@@ -74,7 +74,7 @@ select throws_ok(
 );
 select tests.act_as(tests.user_id('b'));
 select is_empty(
-    $$select drive_id from api.drive_configs where google_folder_id = 'team-folder'$$, 'B does not see A''s config'
+    $$select drive_id from app.drive_folders where google_folder_id = 'team-folder'$$, 'B does not see A''s config'
 );
 
 -- a deleted config forgets the idempotency record that created it

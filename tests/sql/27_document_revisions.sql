@@ -4,9 +4,10 @@
 -- transaction with the outbox entry; a failed new version takes the old
 -- content with it; replaced files are listed for deletion.  Each function with
 -- its allowed and denied callers; app.blob_deletions is the service's only.
+-- A job fails only the revision it started (internal.fail_revision).
 begin;
 set local search_path = tests, public;
-select plan(38);
+select plan(41);
 
 select tests.create_users('a', 'b');
 create temporary table d (name text primary key, id uuid default gen_random_uuid()) on commit drop;
@@ -167,7 +168,11 @@ select lives_ok(
     'a new version is put in place'
 );
 select internal.start_processing(pg_temp.doc('drive_a'));
-select ok(internal.fail_processing(pg_temp.doc('drive_a'), 'The PDF is damaged.'), 'processing it fails');
+select is(
+    internal.fail_revision(pg_temp.doc('drive_a'), 3, 'late'), false,
+    'a job that started an older revision fails nothing'
+);
+select ok(internal.fail_revision(pg_temp.doc('drive_a'), 4, 'The PDF is damaged.'), 'processing revision 4 fails');
 select results_eq(
     $$select d.status::text, d.error_reason, d.chunk_count,
         (select count(*)::integer from app.chunks as c where c.document_id = d.id),
@@ -233,6 +238,13 @@ select throws_ok(
 select throws_ok(
     $$select * from internal.revise_document(gen_random_uuid(), 1, 'text/plain', 1, 'x', 'x')$$, '42501', null,
     'nor revise a document'
+);
+select throws_ok(
+    $$select internal.fail_revision(gen_random_uuid(), 1, 'x')$$, '42501', null, 'nor fail one'
+);
+select tests.act_as(tests.user_id('b'));
+select is(
+    internal.fail_revision(pg_temp.doc('upload_a'), 0, 'x'), false, 'B cannot fail A''s document'
 );
 select tests.act_as_service_role();
 select lives_ok($$select * from app.blob_deletions$$, 'the service role reads the deletion list');
