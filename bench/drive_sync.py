@@ -110,8 +110,10 @@ def main() -> None:
                 **google.env(),
                 "DRIVE_TOKEN_KEYS": new_key_entry("bench"),
                 "DRIVE_PAGE_SIZE": "100",
-                # As many files in flight as the upload baseline has uploads.
+                # As many files in flight as the upload baseline has uploads (which the gateway
+                # would otherwise cap at UPLOADS_IN_FLIGHT_PER_TENANT's default 2 per tenant).
                 "DRIVE_SYNC_CONCURRENCY": str(UPLOAD_CONCURRENCY),
+                "UPLOADS_IN_FLIGHT_PER_TENANT": str(UPLOAD_CONCURRENCY),
             }
             settings = DevSettings.from_env(env)
             user = ensure_user(settings.admin_database_url, "bench@example.com")
