@@ -55,6 +55,7 @@ def test_the_registry_is_the_same_however_often_it_is_built() -> None:
         "documents:ingest",
         "drive:schedule",
         "drive:sync",
+        "maintenance:purge_blobs",
         "maintenance:purge_idempotency_keys",
         "maintenance:purge_revoked_api_keys",
     ]
