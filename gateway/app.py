@@ -21,6 +21,7 @@ from gateway.auth.rate_limits import RateLimiter
 from gateway.auth.throttles import Tarpit, WindowThrottle
 from gateway.billing import endpoints as billing
 from gateway.documents import endpoints as documents
+from gateway.documents.slots import UploadSlots
 from gateway.drive import endpoints as drive
 from gateway.errors import install_error_handlers
 from gateway.exports import endpoints as exports
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             refusal="Too many failed authentications from this address",
         )
         app.state.tarpit = Tarpit()
+        app.state.upload_slots = UploadSlots(settings.uploads_in_flight_per_tenant)
         app.state.openapi_readers = readers_per_minute(settings.openapi_reads_per_minute, "/openapi.json", "openapi")
         app.state.metrics_readers = readers_per_minute(ops.metrics_reads_per_minute, "/metrics", "metrics")
         app.state.key_verifier = ApiKeyVerifier(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -75,6 +76,11 @@ async def run(settings: Settings, wanted_queues: Sequence[str] | None = None) ->
         embedder = await asyncio.to_thread(DenseEmbedder, settings.embedding_model_dir)
         logger.info("embedding model %s loaded (%d dimensions)", embedder.model_name, embedder.dimensions)
         await warming
+        # The model and the libraries behind it are millions of long-lived objects: out of the
+        # collector's way (as in the gateway), so that no full collection walks them while jobs
+        # run, nor at exit (where collecting them took 5 to 8 s of every stop).
+        gc.collect()
+        gc.freeze()
         # Jobs hold a connection only briefly (start, store), so the pool can stay small.
         ops = settings.ops
         database = TenantDatabase.connect(

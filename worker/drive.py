@@ -52,6 +52,7 @@ async def sync(context: JobContext, tenant_id: str, folder_id: str, run_id: str)
         session,
         uuid.UUID(folder_id),
         uuid.UUID(run_id),
+        worker.pipeline.parsers,
         concurrency=drive.settings.concurrency,
     )
     return await folder_sync.run()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from starlette.responses import PlainTextResponse, Response
 
+from gateway.documents.slots import UploadSlots
 from gateway.documents.upload import UPLOAD_REQUEST_BODY, MultipartUpload
 from gateway.operations import Call, Operation, Reply, json_response, resource
 from quarry.documents import service
@@ -10,10 +11,12 @@ from quarry.documents.models import Document, DocumentListQuery, DocumentPage
 
 async def upload_document(call: Call) -> Response:
     request = call.request
-    upload = MultipartUpload(
-        request.headers.get("content-type"), request.headers.get("content-length"), request.stream()
-    )
-    created = await call.core.documents.create(call.session, upload, idempotency=call.idempotency)
+    slots: UploadSlots = request.app.state.upload_slots
+    with slots.hold(call.session.tenant_id):
+        upload = MultipartUpload(
+            request.headers.get("content-type"), request.headers.get("content-length"), request.stream()
+        )
+        created = await call.core.documents.create(call.session, upload, idempotency=call.idempotency)
     return call.created(created, headers={"Location": f"/api/documents/{created.value.id}"})
 
 
@@ -62,6 +65,10 @@ resources = [
                     " caller's plan (`plans_allowing` names the plans that include it)."
                 ),
                 422: "No file, an empty file, or a title over 255 characters.",
+                429: (
+                    "Over the hourly request limit, or `UPLOADS_IN_FLIGHT_PER_TENANT` of the caller's uploads are"
+                    " still in progress on this server (`limit: uploads_in_flight`; retry after `Retry-After`)."
+                ),
             },
         ),
         Operation(

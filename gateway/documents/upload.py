@@ -196,6 +196,10 @@ class MultipartUpload:
             return None
         return max(self._declared - MULTIPART_OVERHEAD_BYTES, 0)
 
+    @property
+    def in_memory(self) -> bool:
+        return False  # streamed: read no further than the plan's storage allows
+
     async def receive(self, destination: Path, max_bytes: int) -> IncomingFile:
         if self._declared is not None and self._declared > max_bytes + MULTIPART_OVERHEAD_BYTES:
             raise too_large(max_bytes)

@@ -17,7 +17,7 @@ from quarry.drive.models import (
     FoldersQuery,
     SyncRun,
 )
-from quarry.drive.service import Drive
+from quarry.drive.service import CALLBACK_PATH, BrowserCookie, Drive
 from quarry.errors import Unavailable
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -30,14 +30,32 @@ def drive(call: Call) -> Drive:
 
 
 async def authorize_drive(call: Call) -> Response:
-    return json_response(await drive(call).authorize(call.session), headers=NO_STORE)
+    # A session's JWT is a browser: bound to it by a cookie.  An API key is a server's flow.
+    assert call.principal is not None
+    authorization = await drive(call).authorize(call.session, bind_to_browser=call.principal.api_key_id is None)
+    response = json_response(authorization.reply, headers=NO_STORE)
+    if (cookie := authorization.cookie) is not None:
+        response.set_cookie(
+            cookie.name,
+            cookie.value,
+            max_age=cookie.max_age,
+            path=CALLBACK_PATH,
+            secure=cookie.secure,
+            httponly=True,
+            samesite="lax",
+        )
+    return response
 
 
 async def drive_callback(call: Call) -> Response:
     # Public: the browser arrives from Google.  A caller that does authenticate must be the state's tenant.
     caller = await authenticate(call.request) if call.request.headers.get("authorization") else None
-    location = await drive(call).complete(call.query(CallbackQuery), caller)
-    return RedirectResponse(location, status_code=303, headers=NO_STORE)
+    query = call.query(CallbackQuery)
+    location = await drive(call).complete(query, caller, call.request.cookies)
+    response = RedirectResponse(location, status_code=303, headers=NO_STORE)
+    if query.state:
+        response.delete_cookie(BrowserCookie.name_for(query.state), path=CALLBACK_PATH, httponly=True, samesite="lax")
+    return response
 
 
 async def get_drive_connection(call: Call) -> Response:
@@ -55,8 +73,8 @@ async def list_drive_folders(call: Call) -> Response:
 
 
 async def create_drive_config(call: Call) -> Response:
-    config = await drive(call).add_config(call.session, call.body(CreateDriveConfig))
-    return json_response(config, status_code=201, headers={"Location": f"/api/drive/configs/{config.id}"})
+    created = await drive(call).add_config(call.session, call.body(CreateDriveConfig), idempotency=call.idempotency)
+    return call.created(created, headers={"Location": f"/api/drive/configs/{created.value.id}"})
 
 
 async def list_drive_configs(call: Call) -> Response:
@@ -94,9 +112,13 @@ resources = [
             summary="Start connecting Google Drive: the consent URL to send the browser to",
             description=(
                 "PKCE (S256), offline access, `prompt=consent`, scope `drive.readonly`; the `state` is random,"
-                " single-use, bound to the caller and valid for 10 minutes (only its hash is stored)."
+                " single-use, bound to the caller and valid for 10 minutes (only its hash is stored).  Called with"
+                " a session's JWT (a browser), the reply also sets an HttpOnly, SameSite=Lax cookie for the"
+                " callback's path: the consent must be completed in that browser.  Called with an API key (a"
+                " server's flow), the state alone binds it (`bound_to_browser: false`): hand the consent URL only"
+                " to the user who asked for it."
             ),
-            replies={200: Reply("Google's consent URL.", AuthorizeReply)},
+            replies={200: Reply("Google's consent URL (and, for a session's JWT, the cookie).", AuthorizeReply)},
             problems={429: "Too many authorizations pending."},
         ),
     ),
@@ -115,7 +137,10 @@ resources = [
             public=True,
             replies={303: Reply("Back to the app.", headers={"Location": "the app URL with the outcome"})},
             problems={
-                400: "The `state` is missing, unknown, expired, used already or another user's.",
+                400: (
+                    "The `state` is missing, unknown, expired, used already or another user's, or the browser"
+                    " that started it is not this one."
+                ),
                 401: "Credentials were sent and are not valid.",
             },
         ),
@@ -155,7 +180,12 @@ resources = [
             "POST",
             create_drive_config,
             summary="Sync a Drive folder (it must exist and be a folder; the plan limits how many)",
+            description=(
+                "A folder in a shared drive is followed through that drive's own change log (`drive_id`)."
+                "  With an `Idempotency-Key`, the same request again answers the config the first one created."
+            ),
             body=CreateDriveConfig,
+            idempotent=True,
             replies={201: Reply("The folder config.", DriveConfig, headers={"Location": "its URL"})},
             problems={
                 402: "The plan's Drive folder limit is reached (`limit`: `drive_folders`).",

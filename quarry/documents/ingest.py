@@ -67,19 +67,29 @@ class IngestPipeline:
         self._sparse = sparse
         self._embedding_model = embedding_model
 
+    @property
+    def parsers(self) -> ParsePool:
+        """The parse children (the Drive sync reads a Sheet's tabs there too)."""
+        return self._parsers
+
     async def ingest(self, session: TenantSession, document_id: uuid.UUID, *, final_attempt: bool) -> None:
-        """Every outcome ends the document `indexing` or `failed`, or raises a retryable QuarryError."""
+        """Every outcome ends the document `indexing` or `failed`, or raises a retryable QuarryError.
+
+        A failure names the revision this job started (once it has): a newer version put in
+        place meanwhile (a modified Drive file) is not this job's to fail."""
+        started: list[int] = []  # the revision, once started
         try:
-            await self._ingest(session, document_id)
+            await self._ingest(session, document_id, started)
         except UnreadableDocument as error:
-            await self.fail(session, document_id, error.reason)
+            await self.fail(session, document_id, error.reason, revision=started[0] if started else None)
         except QuarryError as error:
             if not error.retryable:
                 logger.exception("ingest of document %s failed unexpectedly", document_id)
-                await self.fail(session, document_id, f"Processing failed unexpectedly ({error.slug}).")
+                reason = f"Processing failed unexpectedly ({error.slug})."
+                await self.fail(session, document_id, reason, revision=started[0] if started else None)
             elif final_attempt:
                 reason = f"Processing kept failing ({error.slug}); upload it again later."
-                await self.fail(session, document_id, reason)
+                await self.fail(session, document_id, reason, revision=started[0] if started else None)
             else:
                 # Expected (a database restart, storage briefly away): one line, the job retries.
                 logger.warning(
@@ -92,30 +102,50 @@ class IngestPipeline:
                 raise
         except Exception as error:  # a bug or an input nobody foresaw: say so, don't leave it hanging
             logger.exception("ingest of document %s failed unexpectedly", document_id)
-            await self.fail(session, document_id, f"Processing failed unexpectedly ({type(error).__name__}).")
+            reason = f"Processing failed unexpectedly ({type(error).__name__})."
+            await self.fail(session, document_id, reason, revision=started[0] if started else None)
 
-    async def _ingest(self, session: TenantSession, document_id: uuid.UUID) -> None:
-        mime_type = await self._start(session, document_id)
-        if mime_type is None:
+    async def _ingest(self, session: TenantSession, document_id: uuid.UUID, started: list[int]) -> None:
+        begun = await self._start(session, document_id)
+        if begun is None:
             return
+        mime_type, revision = begun
+        started.append(revision)
         # The key is derived here, never read from the row (a constraint also ties the two).
-        key = blob_key(session.tenant_id, document_id)
+        key = blob_key(session.tenant_id, document_id, revision)
         extracted = await self._extract(key, mime_type)
         embedded = await self._embed(session.tenant_id, document_id, extracted)
         await self._store(session, document_id, extracted, embedded)
 
-    async def fail(self, session: TenantSession, document_id: uuid.UUID, reason: str) -> None:
+    async def fail(
+        self, session: TenantSession, document_id: uuid.UUID, reason: str, *, revision: int | None = None
+    ) -> None:
+        """Fail the document: the revision the job started (if it did), else whatever it is at."""
         async with session.transaction() as conn:
-            await conn.execute("select internal.fail_processing(%s, %s)", (document_id, reason))
+            if revision is None:
+                await conn.execute("select internal.fail_processing(%s, %s)", (document_id, reason))
+            else:
+                await conn.execute("select internal.fail_revision(%s, %s, %s)", (document_id, revision, reason))
         logger.info("document %s failed: %s", document_id, reason)
 
-    async def _start(self, session: TenantSession, document_id: uuid.UUID) -> str | None:
-        """The document's type, or None if it is gone or an earlier run already processed it."""
+    async def _start(self, session: TenantSession, document_id: uuid.UUID) -> tuple[str, int] | None:
+        """The document's type and revision, or None if it is gone or an earlier run already processed it.
+
+        Both are read under the row lock start_processing takes: a new revision put in place
+        meanwhile is either this one (it committed first) or waits for this transaction."""
         async with session.transaction() as conn:
             row = await (
                 await conn.execute("select internal.start_processing(%s) as mime_type", (document_id,))
             ).fetchone()
-        return None if row is None or row["mime_type"] is None else str(row["mime_type"])
+            if row is None or row["mime_type"] is None:
+                return None
+            revision = await (
+                await conn.execute(
+                    "select revision from app.documents where tenant_id = %s and id = %s",
+                    (session.tenant_id, document_id),
+                )
+            ).fetchone()
+        return str(row["mime_type"]), int(revision["revision"]) if revision else 0
 
     async def _extract(self, key: str, mime_type: str) -> Extracted:
         fmt = FORMAT_BY_MIME_TYPE.get(mime_type)

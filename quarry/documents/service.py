@@ -9,6 +9,13 @@
     storage checked atomically by the insert's triggers) → on any failure,
     remove the blob.
 
+A source whose bytes are already here (`in_memory`: a Drive download) skips
+the two advisory prechecks, which only spare receiving and storing a file
+that will be refused: its checks are the insert's, the same triggers.
+
+`DocumentService.revise` puts a new version of an imported document in
+place (same id, the same checks; see internal.revise_document).
+
 Reads and deletes go through api.documents, the same security_invoker view
 supabase-js uses, so both paths see the same rows and trigger the same
 cleanup (the outbox trigger on app.documents).
@@ -85,12 +92,28 @@ class FileSource(Protocol):
         """The file's size if known before receiving it (for the plan precheck)."""
         ...
 
+    @property
+    def in_memory(self) -> bool:
+        """The bytes are here already (a download).  The advisory prechecks exist so that nothing
+        expensive (receiving, storing) happens before a refusal; here only the blob write is left,
+        so the plan's checks are the insert's own (the same triggers, atomically): one transaction."""
+        ...
+
     async def receive(self, destination: Path, max_bytes: int) -> IncomingFile:
         """Write the file to destination, refusing (PayloadTooLarge) past max_bytes."""
         ...
 
 
 OnInsert = Callable[[Connection, Document], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Revised:
+    """What DocumentService.revise did: the document, and whether it is queued to be ingested again."""
+
+    document: Document
+    revision: int  # the document's revision now
+    reingested: bool  # queued to be ingested again (false: the same content, only renamed)
 
 
 class _Replay(Exception):
@@ -131,43 +154,129 @@ class DocumentService:
         runs in the transaction that inserts the row (an importer records
         where the document came from, atomically with it).
         """
-        async with session.transaction() as conn:
-            allowance = await upload_allowance(conn, source.expected_bytes)
-        async with scratch_directory("quarry-upload-") as workdir:
-            incoming = await self._receive(session, source, workdir / "upload", allowance)
-            sniffed = await asyncio.to_thread(sniff, incoming.path, incoming.filename)
+        allowance: int | None = None  # in memory: the insert's triggers check it
+        if not source.in_memory:
             async with session.transaction() as conn:
-                await conn.execute("select internal.precheck_format(%s)", (sniffed.mime_type,), prepare=True)
-            document_id = uuid.uuid4()
-            key = await self._store(session.tenant_id, document_id, incoming)
-            inserted = False
+                allowance = await upload_allowance(conn, source.expected_bytes)
+        document_id = uuid.uuid4()
+
+        async def insert(conn: Connection, incoming: IncomingFile, sniffed: Sniffed, key: str | None) -> Document:
+            assert key is not None
+            if idempotency is not None:
+                replayed = await idempotency.claim(conn, session.tenant_id, _fingerprint(incoming, origin), Document)
+                if replayed is not None:
+                    raise _Replay(replayed)
+            document = await _insert(conn, session.tenant_id, document_id, incoming, sniffed, key, origin)
+            if on_insert is not None:
+                await on_insert(conn, document)
+            if idempotency is not None:
+                await idempotency.complete(conn, session.tenant_id, document, document.id)
+            return document
+
+        try:
+            return Created(
+                await self._bring(
+                    session,
+                    source,
+                    allowance,
+                    precheck,
+                    lambda incoming, sniffed: blob_key(session.tenant_id, document_id),
+                    insert,
+                )
+            )
+        except _Replay as replay:
+            return Created(replay.document, replayed=True)
+
+    async def revise(
+        self, session: TenantSession, document_id: uuid.UUID, source: FileSource, *, on_revise: OnInsert | None = None
+    ) -> Revised:
+        """Put a new version of an imported document in place: same id, same checks as a new file.
+
+        The new file is stored under the revision's own key and the document is
+        queued for ingestion again (internal.revise_document); its old chunks
+        stay searchable until the new ones replace them.  The same content
+        (hash, type and size) is not stored again: only the title follows.
+        `on_revise` runs in the revising transaction.
+        """
+        async with session.transaction() as conn:
+            cursor = await conn.execute(
+                "select revision, allowance, sha256, mime_type from internal.begin_document_revision(%s, %s::bigint)",
+                (document_id, _as_bigint(source.expected_bytes)),
+            )
+            drawn = await cursor.fetchone()
+        assert drawn is not None
+        revision = int(drawn["revision"])
+
+        def key(incoming: IncomingFile, sniffed: Sniffed) -> str | None:
+            same = incoming.sha256 == drawn["sha256"] and sniffed.mime_type == drawn["mime_type"]
+            return None if same else blob_key(session.tenant_id, document_id, revision)
+
+        async def over_allowance(conn: Connection, expected_bytes: int) -> None:
+            await conn.execute(
+                "select internal.revision_allowance(%s, %s::bigint)", (document_id, _as_bigint(expected_bytes))
+            )
+
+        async def revise(conn: Connection, incoming: IncomingFile, sniffed: Sniffed, key: str | None) -> Document:
+            cursor = await conn.execute(
+                f"select {DOCUMENT_COLUMNS}, revision from internal.revise_document(%s, %s, %s, %s, %s, %s)",  # noqa: S608
+                (document_id, revision, sniffed.mime_type, incoming.size, incoming.sha256, incoming.display_title()),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            reingested.append(row.pop("revision") == revision)
+            document = Document.model_validate(row)
+            if on_revise is not None:
+                await on_revise(conn, document)
+            return document
+
+        reingested: list[bool] = []
+        document = await self._bring(session, source, int(drawn["allowance"]), over_allowance, key, revise)
+        return Revised(document, revision=revision if reingested[-1] else revision - 1, reingested=reingested[-1])
+
+    async def _bring(
+        self,
+        session: TenantSession,
+        source: FileSource,
+        allowance: int | None,
+        over_allowance: Callable[[Connection, int], Awaitable[None]],
+        key_for: Callable[[IncomingFile, Sniffed], str | None],
+        write: Callable[[Connection, IncomingFile, Sniffed, str | None], Awaitable[Document]],
+    ) -> Document:
+        """Receive (no further than the allowance) → sniff → the plan's format → store → write the row.
+
+        `allowance` None: the source is in memory, the insert's checks are its only ones.
+        `key_for` names the stored file (None: nothing to store); `write` runs in one
+        transaction; if it fails, the stored file is removed."""
+        async with scratch_directory("quarry-upload-") as workdir:
+            limit = self.max_bytes if allowance is None else allowance
+            incoming = await self._receive(session, source, workdir / "upload", limit, over_allowance)
+            sniffed = await asyncio.to_thread(sniff, incoming.path, incoming.filename)
+            if allowance is not None:  # streamed: refuse before storing (the insert checks again)
+                async with session.transaction() as conn:
+                    await conn.execute("select internal.precheck_format(%s)", (sniffed.mime_type,), prepare=True)
+            key = key_for(incoming, sniffed)
+            if key is not None:
+                await self._store(key, incoming)
+            written = False
             try:
                 async with session.transaction() as conn:
-                    if idempotency is not None:
-                        replayed = await idempotency.claim(
-                            conn, session.tenant_id, _fingerprint(incoming, origin), Document
-                        )
-                        if replayed is not None:
-                            raise _Replay(replayed)
-                    document = await _insert(conn, session.tenant_id, document_id, incoming, sniffed, key, origin)
-                    if on_insert is not None:
-                        await on_insert(conn, document)
-                    if idempotency is not None:
-                        await idempotency.complete(conn, session.tenant_id, document, document.id)
-                    inserted = True
-            except _Replay as replay:
-                await self._discard(key)
-                return Created(replay.document, replayed=True)
+                    document = await write(conn, incoming, sniffed, key)
+                    written = True
             except BaseException as error:
                 # Lost during COMMIT, the row may well exist: keep its file (a retry with the
                 # same key finds the row); otherwise nothing refers to the file.
-                if not (inserted and isinstance(error, DatabaseUnavailable)):
+                if key is not None and not (written and isinstance(error, DatabaseUnavailable)):
                     await self._discard(key)
                 raise
-            return Created(document)
+            return document
 
     async def _receive(
-        self, session: TenantSession, source: FileSource, destination: Path, allowance: int
+        self,
+        session: TenantSession,
+        source: FileSource,
+        destination: Path,
+        allowance: int,
+        over_allowance: Callable[[Connection, int], Awaitable[None]],
     ) -> IncomingFile:
         """The file, read no further than the upload cap or the storage the plan has left."""
         limit = min(self.max_bytes, allowance)
@@ -176,11 +285,10 @@ class DocumentService:
         except PayloadTooLarge:
             if limit < self.max_bytes:  # the plan's storage ran out first: that is a 402, not a 413
                 async with session.transaction() as conn:
-                    await precheck(conn, limit + 1)
+                    await over_allowance(conn, limit + 1)
             raise
 
-    async def _store(self, tenant_id: uuid.UUID, document_id: uuid.UUID, incoming: IncomingFile) -> str:
-        key = blob_key(tenant_id, document_id)
+    async def _store(self, key: str, incoming: IncomingFile) -> None:
         try:
             await asyncio.to_thread(self._blobs.put_file, key, incoming.path)
         except BlobStoreUnavailable:
@@ -188,7 +296,6 @@ class DocumentService:
         except Exception as error:  # refusing us (credentials, bucket): not the caller's fault either
             logger.exception("storing a new document's file failed")
             raise BlobStoreUnavailable(f"storing {key} failed: {type(error).__name__}") from error
-        return key
 
     async def _discard(self, key: str) -> None:
         try:

@@ -39,6 +39,8 @@ DRIVE_READONLY = "https://www.googleapis.com/auth/drive.readonly"
 FOLDER = "application/vnd.google-apps.folder"
 SHORTCUT = "application/vnd.google-apps.shortcut"
 FILE_FIELDS = "id, name, mimeType, parents, trashed, size, md5Checksum, version, modifiedTime, shortcutDetails, driveId"
+# list_children's corpus when the folder's drive is not known (the folder picker).
+ANY_DRIVE = "*"
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 HTTP_TIMEOUT_SECONDS = 60
 
@@ -139,6 +141,10 @@ class DriveClient:
             static_discovery=True,
             cache_discovery=False,
         )
+        # Each `service.files()` builds every method of the resource from the discovery document
+        # again (about 3 ms of CPU, under the GIL): built once per client instead.
+        self._files: Any = self.service.files()
+        self._changes: Any = self.service.changes()
         self.backoff = backoff or Backoff(
             base_seconds=settings.backoff_base_seconds,
             max_seconds=settings.max_backoff_seconds,
@@ -185,59 +191,61 @@ class DriveClient:
 
     def get(self, file_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call(
-            lambda: self.service.files().get(fileId=file_id, fields=FILE_FIELDS, supportsAllDrives=True).execute()
+            lambda: self._files.get(fileId=file_id, fields=FILE_FIELDS, supportsAllDrives=True).execute()
         )
         return result
 
-    def list_children(self, parent: str, page_token: str | None, *, folders_only: bool = False) -> dict[str, Any]:
+    def list_children(
+        self, parent: str, page_token: str | None, *, folders_only: bool = False, drive_id: str | None = None
+    ) -> dict[str, Any]:
+        """One page of a folder's children, in the folder's own corpus: its shared drive's
+        (`drive_id`), or the user's (My Drive); `ANY_DRIVE` when the folder's drive is unknown."""
         q = f"'{_quoted(parent)}' in parents and trashed = false"
         if folders_only:
             q += f" and mimeType = '{FOLDER}'"
+        corpus: dict[str, Any] = {"corpora": "user"}
+        if drive_id == ANY_DRIVE:
+            corpus = {"corpora": "allDrives"}
+        elif drive_id is not None:
+            corpus = {"corpora": "drive", "driveId": drive_id}
         result: dict[str, Any] = self.call(
-            lambda: (
-                self.service.files()
-                .list(
-                    q=q,
-                    pageSize=self._settings.page_size,
-                    pageToken=page_token,
-                    fields=f"nextPageToken, files({FILE_FIELDS})",
-                    includeItemsFromAllDrives=True,
-                    supportsAllDrives=True,
-                    corpora="allDrives",
-                )
-                .execute()
-            )
+            lambda: self._files.list(
+                q=q,
+                pageSize=self._settings.page_size,
+                pageToken=page_token,
+                fields=f"nextPageToken, files({FILE_FIELDS})",
+                includeItemsFromAllDrives=True,
+                supportsAllDrives=True,
+                **corpus,
+            ).execute()
         )
         return result
 
     def download(self, file_id: str) -> bytes:
-        content: bytes = self.call(
-            lambda: self.service.files().get_media(fileId=file_id, supportsAllDrives=True).execute()
-        )
+        content: bytes = self.call(lambda: self._files.get_media(fileId=file_id, supportsAllDrives=True).execute())
         return content
 
     def export(self, file_id: str, mime_type: str) -> bytes:
-        content: bytes = self.call(lambda: self.service.files().export(fileId=file_id, mimeType=mime_type).execute())
+        content: bytes = self.call(lambda: self._files.export(fileId=file_id, mimeType=mime_type).execute())
         return content
 
-    def start_page_token(self) -> str:
-        result = self.call(lambda: self.service.changes().getStartPageToken(supportsAllDrives=True).execute())
+    def start_page_token(self, drive_id: str | None = None) -> str:
+        """Where the change log starts now: the shared drive's own (`drive_id`), or the user's."""
+        result = self.call(lambda: self._changes.getStartPageToken(supportsAllDrives=True, driveId=drive_id).execute())
         return str(result["startPageToken"])
 
-    def changes(self, page_token: str) -> dict[str, Any]:
+    def changes(self, page_token: str, drive_id: str | None = None) -> dict[str, Any]:
+        """A page of the change log: a shared drive's own (some of its changes are only there), or the user's."""
         result: dict[str, Any] = self.call(
-            lambda: (
-                self.service.changes()
-                .list(
-                    pageToken=page_token,
-                    pageSize=self._settings.page_size,
-                    fields=f"nextPageToken, newStartPageToken, changes(fileId, removed, file({FILE_FIELDS}))",
-                    includeItemsFromAllDrives=True,
-                    supportsAllDrives=True,
-                    includeRemoved=True,
-                )
-                .execute()
-            )
+            lambda: self._changes.list(
+                pageToken=page_token,
+                driveId=drive_id,
+                pageSize=self._settings.page_size,
+                fields=f"nextPageToken, newStartPageToken, changes(fileId, removed, file({FILE_FIELDS}))",
+                includeItemsFromAllDrives=True,
+                supportsAllDrives=True,
+                includeRemoved=True,
+            ).execute()
         )
         return result
 

@@ -22,6 +22,10 @@ FileState = Literal["indexed", "skipped", "failed"]
 class AuthorizeReply(ResponseModel):
     url: str = Field(description="Google's consent page; send the browser there")
     expires_at: Timestamp = Field(description="the authorization must complete before this")
+    bound_to_browser: bool = Field(
+        description="true: the consent must be completed in the browser that received this reply's cookie"
+        " (a session's JWT); false: bound by the state alone (an API key's server flow)"
+    )
 
 
 class CallbackQuery(RequestModel):

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -32,7 +33,15 @@ import httpx
 
 from quarry.db import TenantDatabase, TenantSession
 from quarry.drive.crypto import TokenCipher, cipher_for
-from quarry.drive.google import DRIVE_READONLY, FOLDER, DriveAuthRevoked, DriveClient, DriveError, DriveNotFound
+from quarry.drive.google import (
+    ANY_DRIVE,
+    DRIVE_READONLY,
+    FOLDER,
+    DriveAuthRevoked,
+    DriveClient,
+    DriveError,
+    DriveNotFound,
+)
 from quarry.drive.models import (
     AuthorizeReply,
     CallbackQuery,
@@ -47,12 +56,16 @@ from quarry.drive.models import (
     SyncRun,
 )
 from quarry.errors import Conflict, Invalid, NotFound, QuarryError, Unavailable
+from quarry.idempotency import Created, Idempotency, fingerprint
 from quarry.principal import Principal
 from quarry.settings import DriveSettings
 
 logger = logging.getLogger("quarry.drive")
 
 TOKEN_EXCHANGE_TIMEOUT_SECONDS = 15
+STATE_SECONDS = 600  # internal.begin_drive_authorization's ten minutes
+COOKIE_PREFIX = "quarry_drive_oauth_"
+CALLBACK_PATH = "/api/drive/callback"
 CONFIG_COLUMNS = (
     "id, google_folder_id, name, state, last_synced_at, files_seen, files_indexed, files_skipped, files_failed,"
     " last_error, created_at, updated_at"
@@ -80,6 +93,40 @@ def state_hash(state: str) -> bytes:
 
 def code_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class BrowserCookie:
+    """The cookie that binds an authorization to the browser that started it.
+
+    Its name carries a prefix of the state's hash (several authorizations in one
+    browser do not overwrite each other's); its value is random, and the state
+    keeps only its SHA-256.  HttpOnly, SameSite=Lax (sent on Google's top-level
+    redirect back, never on a cross-site subrequest), only to the callback's
+    path, for the state's ten minutes; Secure when the callback is https."""
+
+    name: str
+    value: str
+    secure: bool
+    max_age: int = STATE_SECONDS
+
+    @staticmethod
+    def name_for(state: str) -> str:
+        return f"{COOKIE_PREFIX}{hashlib.sha256(state.encode()).hexdigest()[:16]}"
+
+    @classmethod
+    def for_state(cls, state: str, *, secure: bool) -> BrowserCookie:
+        return cls(cls.name_for(state), secrets.token_urlsafe(32), secure)
+
+    @property
+    def value_hash(self) -> bytes:
+        return hashlib.sha256(self.value.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Authorization:
+    reply: AuthorizeReply
+    cookie: BrowserCookie | None
 
 
 @dataclass(frozen=True)
@@ -125,12 +172,19 @@ class Drive:
 
     # --- OAuth
 
-    async def authorize(self, session: TenantSession) -> AuthorizeReply:
+    async def authorize(self, session: TenantSession, *, bind_to_browser: bool) -> Authorization:
+        """Google's consent URL, and (bound to a browser) the cookie that browser must bring back."""
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)
+        cookie = (
+            BrowserCookie.for_state(state, secure=self.settings.redirect_uri.startswith("https:"))
+            if bind_to_browser
+            else None
+        )
         async with session.transaction() as conn:
             cursor = await conn.execute(
-                "select internal.begin_drive_authorization(%s, %s) as expires_at", (state_hash(state), verifier)
+                "select internal.begin_drive_authorization(%s, %s, %s) as expires_at",
+                (state_hash(state), verifier, cookie.value_hash if cookie else None),
             )
             row = await cursor.fetchone()
         assert row is not None
@@ -148,20 +202,30 @@ class Drive:
                 "code_challenge_method": "S256",
             }
         )
-        return AuthorizeReply(url=f"{self.settings.auth_uri}?{query}", expires_at=row["expires_at"])
+        reply = AuthorizeReply(
+            url=f"{self.settings.auth_uri}?{query}", expires_at=row["expires_at"], bound_to_browser=cookie is not None
+        )
+        return Authorization(reply, cookie)
 
-    async def complete(self, query: CallbackQuery, caller: Principal | None) -> str:
+    async def complete(self, query: CallbackQuery, caller: Principal | None, cookies: Mapping[str, str]) -> str:
         """The app URL to send the browser back to, with `drive=connected` or `drive=error&reason=…`."""
         if not query.state:
             raise InvalidState("The callback has no `state`.")
         row = await self.database.fetch_one(
-            "select tenant_id, code_verifier from internal.take_drive_authorization(%s)", (state_hash(query.state),)
+            "select tenant_id, code_verifier, browser_hash from internal.take_drive_authorization(%s)",
+            (state_hash(query.state),),
         )
         if row is None:
             raise InvalidState("This authorization is unknown, expired or already used: start again.")
         tenant_id: uuid.UUID = row["tenant_id"]
         if caller is not None and caller.tenant_id != tenant_id:
             raise InvalidState("This authorization was started by another user.")
+        if row["browser_hash"] is not None:
+            presented = cookies.get(BrowserCookie.name_for(query.state), "")
+            if not hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), bytes(row["browser_hash"])):
+                raise InvalidState(
+                    "This authorization was started in another browser (or its cookie is gone): start again here."
+                )
         if query.error or not query.code:
             return self._back("error", "consent_denied" if query.error == "access_denied" else "no_code")
         try:
@@ -276,12 +340,18 @@ class Drive:
 
     async def list_folders(self, session: TenantSession, parent: str | None, cursor: str | None) -> DriveFolderPage:
         page = await self._ask(
-            session, lambda client: client.list_children(parent or "root", cursor, folders_only=True)
+            session,
+            lambda client: client.list_children(parent or "root", cursor, folders_only=True, drive_id=ANY_DRIVE),
         )
         folders = [DriveFolder(id=item["id"], name=item["name"]) for item in page.get("files", [])]
         return DriveFolderPage(data=folders, next_cursor=page.get("nextPageToken"))
 
-    async def add_config(self, session: TenantSession, request: CreateDriveConfig) -> DriveConfig:
+    async def add_config(
+        self, session: TenantSession, request: CreateDriveConfig, *, idempotency: Idempotency | None = None
+    ) -> Created[DriveConfig]:
+        """A folder to sync: checked at Google (it must be a folder), the plan's count checked by SQL.
+
+        With an idempotency key, the same request again answers the config the first one created."""
         try:
             folder = await self._ask(session, lambda client: client.get(request.folder_id))
         except NotFound:
@@ -291,12 +361,20 @@ class Drive:
         if folder.get("mimeType") != FOLDER or folder.get("trashed"):
             raise Invalid("That Drive file is not a folder.", extensions={"field": "folder_id"})
         async with session.transaction() as conn:
+            if idempotency is not None:
+                replayed = await idempotency.claim(
+                    conn, session.tenant_id, fingerprint(request.model_dump_json()), DriveConfig
+                )
+                if replayed is not None:
+                    return Created(replayed, replayed=True)
             cursor = await conn.execute(
-                "insert into app.drive_folders (tenant_id, google_folder_id, name) values (%s, %s, %s) returning id",
+                "insert into app.drive_folders (tenant_id, google_folder_id, name, drive_id)"
+                " values (%s, %s, %s, %s) returning id",
                 (
                     session.tenant_id,
                     request.folder_id,
                     str(folder.get("name") or request.folder_id)[:1024] or request.folder_id,
+                    folder.get("driveId") or None,
                 ),
             )
             inserted = await cursor.fetchone()
@@ -305,8 +383,10 @@ class Drive:
                 f"select {CONFIG_COLUMNS} from api.drive_configs where tenant_id = %s and id = %s",  # noqa: S608
                 (session.tenant_id, inserted["id"]),
             )
-            row = await cursor.fetchone()
-        return DriveConfig.model_validate(row)
+            config = DriveConfig.model_validate(await cursor.fetchone())
+            if idempotency is not None:
+                await idempotency.complete(conn, session.tenant_id, config, config.id)
+        return Created(config)
 
     async def list_configs(self, session: TenantSession) -> DriveConfigList:
         async with session.transaction() as conn:

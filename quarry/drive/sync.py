@@ -1,7 +1,9 @@
 """One sync run of one Drive folder: a checkpointed crawl, then the Changes API.
 
 First run: the Changes start page token is taken **before** the crawl, the
-folder's tree is listed page by page (shared drives included), and the
+folder's tree is listed page by page (in its own corpus: a folder in a
+shared drive is listed in that drive, and followed through that drive's
+change log, where some of its changes only appear), and the
 token is saved only once the crawl's writes have committed, so nothing that
 changed during the crawl is missed.  The crawl's position (the folders left
 to list and the page within the current one) is committed after every page:
@@ -14,8 +16,9 @@ nothing).
 Later runs follow the Changes API from the saved token, one committed page
 at a time, applying only what concerns the folder's tree: a file moved in
 is added (a folder moved in is crawled), moved out, trashed, deleted or no
-longer shared is removed, a modified one is imported again and replaces its
-old document in the same transaction.  A token Google no longer honours
+longer shared is removed, a modified one is ingested again in place
+(`DocumentService.revise`: same document, same checks as an upload, its old
+chunks searchable until the new ones replace them).  A token Google no longer honours
 (410) starts a full reconciliation.
 
 Every file becomes a document through `DocumentService.create`, the flow of
@@ -34,6 +37,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,18 +59,22 @@ from quarry.drive.google import (
 )
 from quarry.drive.service import Connection as DriveConnection
 from quarry.drive.service import Drive
-from quarry.errors import PayloadTooLarge, QuarryError, QuotaExceeded, Unsupported
+from quarry.drive.sheets import MARKDOWN_SUFFIX, XLSX, sheet_as_markdown
+from quarry.errors import NotFound, PayloadTooLarge, QuarryError, QuotaExceeded, Unsupported
 from quarry.outbox import wake_relay
+from quarry.parsing.errors import UnreadableDocument
+from quarry.parsing.pool import ParsePool
 
 logger = logging.getLogger("quarry.drive.sync")
 
 GOOGLE_APPS = "application/vnd.google-apps."
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# Google's own formats: what each is exported as (Sheets as XLSX, which keeps every tab).
+SPREADSHEET = f"{GOOGLE_APPS}spreadsheet"
+# Google's own formats: what each is exported as, and the name the document's file gets.  Sheets as
+# XLSX (the one export that keeps every tab), turned into Markdown that every plan takes (quarry.drive.sheets).
 EXPORTS: dict[str, tuple[str, str]] = {
     f"{GOOGLE_APPS}document": ("text/plain", ".txt"),
     f"{GOOGLE_APPS}presentation": ("text/plain", ".txt"),
-    f"{GOOGLE_APPS}spreadsheet": (XLSX, ".xlsx"),
+    SPREADSHEET: (XLSX, MARKDOWN_SUFFIX),
 }
 
 
@@ -113,6 +121,10 @@ class DriveDownload:
     def expected_bytes(self) -> int:
         return len(self.content)
 
+    @property
+    def in_memory(self) -> bool:
+        return True
+
     async def receive(self, destination: Path, max_bytes: int) -> IncomingFile:
         if len(self.content) > max_bytes:
             raise PayloadTooLarge(f"The file is over {max_bytes} bytes.", extensions={"limit_bytes": max_bytes})
@@ -133,8 +145,10 @@ class FolderSync:
     session: TenantSession
     folder_id: uuid.UUID
     run_id: uuid.UUID
+    parsers: ParsePool  # the worker's parse children (a Sheet's tabs are read there)
     counts: Counts = field(default_factory=Counts)
     root: str = ""
+    drive_id: str | None = None  # the folder's shared drive (its change log and corpus); None: My Drive
     mapped: dict[str, Mapped] = field(default_factory=dict)
     concurrency: int = 4
     # One client per file in flight (httplib2 connections are not shared between threads).
@@ -148,10 +162,12 @@ class FolderSync:
         if folder is None:
             return "gone"
         self.root = str(folder["google_folder_id"])
+        self.drive_id = folder["drive_id"]
         connection = await self.drive.connection(self.session.tenant_id)
         if connection is None or connection.status != "active":
             return await self._finish("paused", "Google Drive is not connected (or needs a new consent).")
-        clients = [DriveClient(self.drive.settings, connection.refresh_token) for _ in range(self.concurrency)]
+        # One per file in flight, and one to list the next page meanwhile.
+        clients = [DriveClient(self.drive.settings, connection.refresh_token) for _ in range(self.concurrency + 1)]
         for client in clients:
             self.clients.put_nowait(client)
         try:
@@ -211,7 +227,7 @@ class FolderSync:
     async def _folder(self) -> dict[str, Any] | None:
         async with self.session.transaction() as conn:
             cursor = await conn.execute(
-                "select google_folder_id, page_token, checkpoint from app.drive_folders"
+                "select google_folder_id, page_token, checkpoint, drive_id from app.drive_folders"
                 " where tenant_id = %s and id = %s",
                 (self.session.tenant_id, self.folder_id),
             )
@@ -316,11 +332,11 @@ class FolderSync:
 
     # --- Google
 
-    async def _google(self, method: str, *args: Any) -> Any:
+    async def _google(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One call to Google on a free client, in a thread."""
         client = await self.clients.get()
         try:
-            return await asyncio.to_thread(getattr(client, method), *args)
+            return await asyncio.to_thread(getattr(client, method), *args, **kwargs)
         finally:
             self.clients.put_nowait(client)
 
@@ -351,21 +367,33 @@ class FolderSync:
 
     async def _crawl(self, checkpoint: dict[str, Any] | None) -> None:
         if not checkpoint or checkpoint.get("mode") != "crawl":
-            start_token = await self._google("start_page_token")
+            start_token = await self._google("start_page_token", self.drive_id)
             checkpoint = {"mode": "crawl", "start_token": start_token, "crawl": str(uuid.uuid4()), "queue": [self.root]}
             await self._checkpoint(checkpoint, None)
         await self._progress("running", None, full_crawl=True)
         crawl = uuid.UUID(checkpoint["crawl"])
         queue: list[str] = list(checkpoint["queue"])
         page: str | None = checkpoint.get("page")
-        while queue:
-            listing = await self._google("list_children", queue[0], page)
-            await self._page(listing.get("files", []), queue, crawl)
+        listing = await self._list(queue[0], page) if queue else None
+        while listing is not None:
             page = listing.get("nextPageToken")
+            # The folder's next page is listed while this one's files are imported.
+            following = asyncio.create_task(self._list(queue[0], page)) if page else None
+            try:
+                await self._page(listing.get("files", []), queue, crawl)
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                    await asyncio.gather(following, return_exceptions=True)
+                raise
             if not page:
                 queue.pop(0)
             # Committed after the page's own writes: a restart lists this page again at worst.
             await self._checkpoint({**checkpoint, "queue": queue, "page": page}, None)
+            if following is not None:
+                listing = await following
+            else:
+                listing = await self._list(queue[0], None) if queue else None
         async with self.session.transaction() as conn:
             cursor = await conn.execute("select internal.sweep_drive_files(%s, %s) as removed", (self.folder_id, crawl))
             row = await cursor.fetchone()
@@ -373,6 +401,10 @@ class FolderSync:
                 "select internal.drive_checkpoint(%s, null, %s)", (self.folder_id, checkpoint["start_token"])
             )
         self.counts.removed += int(row["removed"]) if row else 0
+
+    async def _list(self, parent: str, page: str | None) -> dict[str, Any]:
+        listing: dict[str, Any] = await self._google("list_children", parent, page, drive_id=self.drive_id)
+        return listing
 
     async def _crawl_subtree(self, folder: dict[str, Any]) -> None:
         """A folder moved into the tree: everything under it (its files have no changes of their own)."""
@@ -382,7 +414,7 @@ class FolderSync:
             parent = queue.pop(0)
             page: str | None = None
             while True:
-                listing = await self._google("list_children", parent, page)
+                listing = await self._list(parent, page)
                 await self._page(listing.get("files", []), queue, None)
                 page = listing.get("nextPageToken")
                 if not page:
@@ -407,7 +439,7 @@ class FolderSync:
     async def _follow_changes(self, token: str) -> None:
         await self._progress("running", None, full_crawl=False)
         while True:
-            page = await self._google("changes", token)
+            page = await self._google("changes", token, self.drive_id)
             for change in page.get("changes", []):
                 await self._change(change)
             next_token = page.get("nextPageToken") or page.get("newStartPageToken")
@@ -478,6 +510,12 @@ class FolderSync:
             await self._remove([item["id"]])  # gone between the listing and the download
             return
         name = str(item.get("name") or item["id"])
+        if mime == SPREADSHEET:
+            try:
+                content = await sheet_as_markdown(self.parsers, content, name)
+            except UnreadableDocument as error:
+                await self._skip(item, version, error.reason, crawl)
+                return
         filename = name + export[1] if export and not name.endswith(export[1]) else name
         await self._import(item, version, DriveDownload(content, filename, name), crawl)
 
@@ -515,13 +553,12 @@ class FolderSync:
         old_document = previous.document_id if previous is not None else None
 
         async def record(conn: Connection, document: Document) -> None:
-            # In the insert's transaction: the new document replaces the old one atomically.
+            # In the transaction that creates or revises the document.
             await self._put(conn, item, "indexed", version, document.id, None, crawl)
-            if old_document is not None:
-                await self._delete_document(conn, old_document)
 
         try:
-            await self.documents.create(self.session, download, origin="drive", on_insert=record)
+            if old_document is None or not await self._revise(old_document, download, record):
+                await self.documents.create(self.session, download, origin="drive", on_insert=record)
         except QuotaExceeded as error:
             if error.extensions.get("limit") in ("documents_per_month", "storage_bytes"):
                 self.counts.seen -= 1  # it will be seen again when the run resumes
@@ -538,3 +575,14 @@ class FolderSync:
             await self._record(item, "failed", version, error.detail, crawl)
             return
         self.counts.indexed += 1
+
+    async def _revise(
+        self, document_id: uuid.UUID, download: DriveDownload, record: Callable[[Connection, Document], Awaitable[None]]
+    ) -> bool:
+        """A modified file: its document is ingested again in place (same id; its old chunks stay
+        searchable until the new ones replace them).  False if the document is gone meanwhile."""
+        try:
+            await self.documents.revise(self.session, document_id, download, on_revise=record)
+        except NotFound:
+            return False
+        return True

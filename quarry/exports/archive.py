@@ -207,6 +207,7 @@ EXCLUDED: dict[str, str] = {
     "internal.stripe_events": "Stripe's webhook deliveries (event ids and outcomes): operational records",
     "internal.api_key_lookups": "routing of a key's public lookup id to its tenant (the keys are in api_keys.json)",
     "internal.stripe_customer_lookups": "routing of the Stripe customer to its tenant (it is in subscription.json)",
+    "app.blob_deletions": "stored files of replaced revisions waiting to be deleted: machinery, no data of the user's",
 }
 
 ORIGINALS_QUERY = (

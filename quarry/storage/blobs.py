@@ -53,10 +53,14 @@ class BlobStoreUnavailable(Unavailable):
         super().__init__("File storage is unavailable; try again shortly.", internal=internal)
 
 
-def blob_key(tenant_id: UUID, document_id: UUID) -> str:
+def blob_key(tenant_id: UUID, document_id: UUID, revision: int = 0) -> str:
+    """A document's stored file: each revision (a new version ingested in place) has its own."""
     if not isinstance(tenant_id, UUID) or not isinstance(document_id, UUID):
         raise TypeError("blob keys are built from UUIDs only")
-    return f"documents/{tenant_id}/{document_id}"
+    if not isinstance(revision, int) or revision < 0:
+        raise TypeError("a revision is a non-negative integer")
+    suffix = f"-r{revision}" if revision else ""
+    return f"documents/{tenant_id}/{document_id}{suffix}"
 
 
 def validate_key(key: str) -> str:

@@ -134,6 +134,7 @@ select pg_temp.place('app.documents', 'distributed', 'tenant_id', 'none');
 select pg_temp.place('app.chunks', 'distributed', 'tenant_id', 'app.documents');
 select pg_temp.place('app.document_texts', 'distributed', 'tenant_id', 'app.documents');
 select pg_temp.place('app.outbox', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.blob_deletions', 'distributed', 'tenant_id', 'app.documents');
 select pg_temp.place('app.query_log', 'distributed', 'tenant_id', 'app.documents');
 select pg_temp.place('app.subscriptions', 'distributed', 'tenant_id', 'app.documents');
 select pg_temp.place('app.usage_counters', 'distributed', 'tenant_id', 'app.documents');

@@ -10,7 +10,7 @@
 -- /metrics has the same as a histogram), exports by status and the accounts
 -- being erased.
 
--- function: internal.job_queue (as before, with the export and account jobs' queues)
+-- function: internal.job_queue (004500's body, with the export and account jobs' queues)
 
 create or replace function internal.job_queue(task_name text)
 returns text
@@ -22,6 +22,7 @@ as $$
         when 'documents:ingest' then 'ingest'
         when 'maintenance:purge_idempotency_keys' then 'maintenance'
         when 'maintenance:purge_revoked_api_keys' then 'maintenance'
+        when 'maintenance:purge_blobs' then 'maintenance'
         when 'billing:reconcile' then 'maintenance'
         when 'drive:sync' then 'drive'
         when 'drive:schedule' then 'maintenance'

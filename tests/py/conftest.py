@@ -112,9 +112,10 @@ def make_gateway(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path
     """Start a gateway (lifespan included) with test settings, optionally overridden."""
     clients: list[TestClient] = []
 
-    def make(**overrides: str) -> TestClient:
+    def make(base_url: str = "http://testserver", **overrides: str) -> TestClient:
+        """`base_url` https: for a flow with a Secure cookie (Drive's consent, bound to the browser)."""
         settings = Settings.from_env(gateway_env(database, jwks_server, data_dir, **overrides))
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client = TestClient(create_app(settings), base_url=base_url, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client

@@ -105,5 +105,6 @@ def index_count(client: TestClient, tenant_id: uuid.UUID, document_id: str | Non
     return int(index.count(tenant_id, uuid.UUID(document_id) if document_id else None))
 
 
-def blob_exists(client: TestClient, tenant_id: uuid.UUID, document_id: str) -> bool:
-    return bool(client.app.state.blobs.exists(blob_key(tenant_id, uuid.UUID(document_id))))  # type: ignore[attr-defined]
+def blob_exists(client: TestClient, tenant_id: uuid.UUID, document_id: str, revision: int = 0) -> bool:
+    key = blob_key(tenant_id, uuid.UUID(document_id), revision)
+    return bool(client.app.state.blobs.exists(key))  # type: ignore[attr-defined]

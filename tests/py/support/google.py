@@ -5,7 +5,17 @@ The official clients talk to it unchanged: google-api-python-client with
 discovery document, google-auth with `token_uri=f"{base_url}/token"`.  Only
 what Quarry uses is here: files.list (the `q` forms `'<id>' in parents`,
 `trashed = false`, `mimeType = '…'`, joined by `and`), files.get (+
-`alt=media`), files.export, changes.getStartPageToken, changes.list.  Faults
+`alt=media`), files.export, changes.getStartPageToken, changes.list.
+
+Shared drives behave as Google documents them: a shared drive's files are
+listed only with `includeItemsFromAllDrives=true` (which needs
+`supportsAllDrives=true`) in the `drive` (with `driveId`) or `allDrives`
+corpus, never in `user`; files.get and alt=media find them only with
+`supportsAllDrives=true`; and each shared drive has its own change log
+(changes.getStartPageToken / changes.list with `driveId`): the user's log
+never shows a shared drive's changes (Google says some only appear in the
+drive's log; here none do, the strictest case).  Pages may be shorter than
+`pageSize` asked (`max_page_size`), as Google's may.  Faults
 are queued per path prefix (429, 403 rate limit, 5xx with Retry-After, 410 for
 expired change tokens, 403 exportSizeLimitExceeded), and every request is
 logged so that a test can count what a sync asked for.
@@ -49,6 +59,7 @@ class FakeFile:
     version: int = 1
     target: str | None = None  # a shortcut's target file id
     accessible: bool = True
+    drive_id: str | None = None  # the shared drive it is in; None: My Drive
 
     def resource(self, files: dict[str, FakeFile]) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -64,6 +75,8 @@ class FakeFile:
         if not self.mime_type.startswith("application/vnd.google-apps."):
             body["size"] = str(len(self.content))
             body["md5Checksum"] = hashlib.md5(self.content).hexdigest()  # noqa: S324 (Drive's checksum)
+        if self.drive_id is not None:
+            body["driveId"] = self.drive_id
         if self.target is not None:
             target = files.get(self.target)
             body["shortcutDetails"] = {
@@ -99,7 +112,9 @@ class FakeGoogle:
         self.client_secret = client_secret
         self.lock = threading.RLock()
         self.files: dict[str, FakeFile] = {}
-        self.changes: list[tuple[int, str, bool]] = []  # (number, file id, removed)
+        # (number, file id, removed, the change logs it is in: None for the user's, a shared drive's id)
+        self.changes: list[tuple[int, str, bool, frozenset[str | None]]] = []
+        self.drives: dict[str, str] = {}  # shared drive id → name
         self.change_counter = itertools.count(1)
         self.last_change = 0
         self.oldest_valid_token = 0
@@ -116,6 +131,7 @@ class FakeGoogle:
         self.invalid_grant = False  # every refresh is refused
         self.list_delay = 0.0  # seconds each files.list takes (to catch a sync mid-crawl)
         self.revoke_delay = 0.0  # seconds a revocation takes (to catch an account deletion mid-step)
+        self.max_page_size = 1000  # Google's own cap; lower it for short pages
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
 
@@ -167,10 +183,28 @@ class FakeGoogle:
     def new_id(self, prefix: str = "f") -> str:
         return f"{prefix}{next(self._ids):06d}"
 
-    def _changed(self, file_id: str, *, removed: bool = False) -> None:
+    def _changed(self, file_id: str, was_in: str | None, *, removed: bool = False) -> None:
+        """A change, in the log of the drive the file is in now and of the one it was in."""
         number = next(self.change_counter)
-        self.changes.append((number, file_id, removed))
+        file = self.files.get(file_id)
+        logs = frozenset({was_in, file.drive_id if file is not None else was_in})
+        self.changes.append((number, file_id, removed, logs))
         self.last_change = number
+
+    def shared_drive(self, name: str) -> str:
+        """A new shared drive; its id is also the id of its root folder (parent of its top-level files)."""
+        with self.lock:
+            drive_id = self.new_id("0A")
+            self.drives[drive_id] = name
+            return drive_id
+
+    def _drive_of(self, parent: str | None) -> str | None:
+        if parent is None:
+            return None
+        if parent in self.drives:
+            return parent
+        folder = self.files.get(parent)
+        return folder.drive_id if folder is not None else None
 
     def add(self, name: str, mime_type: str, parent: str | None, content: bytes = b"", **kwargs: Any) -> FakeFile:
         with self.lock:
@@ -180,10 +214,11 @@ class FakeGoogle:
                 mime_type,
                 [parent] if parent else [],
                 content,
+                drive_id=self._drive_of(parent),
                 **kwargs,
             )
             self.files[file.id] = file
-            self._changed(file.id)
+            self._changed(file.id, file.drive_id)
             return file
 
     def folder(self, name: str, parent: str | None = None) -> FakeFile:
@@ -192,12 +227,15 @@ class FakeGoogle:
     def modify(self, file_id: str, content: bytes | None = None, **changes: Any) -> None:
         with self.lock:
             file = self.files[file_id]
+            was_in = file.drive_id
             if content is not None:
                 file.content = content
             for name, value in changes.items():
                 setattr(file, name, value)
+            if "parents" in changes:
+                file.drive_id = self._drive_of(file.parents[0] if file.parents else None)
             file.version += 1
-            self._changed(file_id)
+            self._changed(file_id, was_in)
 
     def move(self, file_id: str, new_parent: str) -> None:
         self.modify(file_id, parents=[new_parent])
@@ -207,13 +245,13 @@ class FakeGoogle:
 
     def delete(self, file_id: str) -> None:
         with self.lock:
-            del self.files[file_id]
-            self._changed(file_id, removed=True)
+            file = self.files.pop(file_id)
+            self._changed(file_id, file.drive_id, removed=True)
 
     def lose_access(self, file_id: str) -> None:
         with self.lock:
             self.files[file_id].accessible = False
-            self._changed(file_id, removed=True)
+            self._changed(file_id, self.files[file_id].drive_id, removed=True)
 
     def expire_change_tokens(self) -> None:
         with self.lock:
@@ -359,6 +397,8 @@ class FakeGoogle:
             if path == "files":
                 self._list(handler, query)
             elif path == "changes/startPageToken":
+                if self._unknown_drive(handler, query):
+                    return
                 self._json(handler, 200, {"kind": "drive#startPageToken", "startPageToken": str(self.last_change + 1)})
             elif path == "changes":
                 self._changes(handler, query)
@@ -370,6 +410,38 @@ class FakeGoogle:
     def _visible(self) -> Iterator[FakeFile]:
         return (file for file in self.files.values() if file.accessible)
 
+    def _unknown_drive(self, handler: BaseHTTPRequestHandler, query: dict[str, str]) -> bool:
+        """A `driveId` needs supportsAllDrives=true and a shared drive that exists (else the error is sent)."""
+        drive_id = query.get("driveId")
+        if drive_id is None:
+            return False
+        if query.get("supportsAllDrives") != "true":
+            self._error(handler, 403, "teamDrivesSupportRequired", message="supportsAllDrives must be true.")
+            return True
+        if drive_id not in self.drives:
+            self._error(handler, 404, "notFound", message=f"Shared drive not found: {drive_id}")
+            return True
+        return False
+
+    def _corpus(self, handler: BaseHTTPRequestHandler, query: dict[str, str]) -> list[FakeFile] | None:
+        """The files a files.list may see, by its corpora (None: the error was sent)."""
+        all_drives = query.get("includeItemsFromAllDrives") == "true"
+        if all_drives and query.get("supportsAllDrives") != "true":
+            message = "includeItemsFromAllDrives needs supportsAllDrives."
+            self._error(handler, 403, "teamDrivesSupportRequired", message=message)
+            return None
+        corpora = query.get("corpora", "user")
+        if corpora == "user":
+            return [file for file in self._visible() if file.drive_id is None]
+        if corpora == "allDrives" and all_drives:
+            return list(self._visible())
+        if corpora == "drive" and all_drives and query.get("driveId"):
+            if self._unknown_drive(handler, query):
+                return None
+            return [file for file in self._visible() if file.drive_id == query["driveId"]]
+        self._error(handler, 400, "invalid", message=f"Invalid corpora: {corpora}")
+        return None
+
     def expire_access_tokens(self) -> None:
         """Every access token handed out so far stops working (the next call is a 401, then a refresh)."""
         with self.lock:
@@ -377,7 +449,10 @@ class FakeGoogle:
 
     def _list(self, handler: BaseHTTPRequestHandler, query: dict[str, str]) -> None:
         terms = [term.strip() for term in query.get("q", "").split(" and ") if term.strip()]
-        matches = sorted(self._visible(), key=lambda file: file.id)
+        corpus = self._corpus(handler, query)
+        if corpus is None:
+            return
+        matches = sorted(corpus, key=lambda file: file.id)
         for term in terms:
             parsed = _Q_TERM.match(term)
             if parsed is None:
@@ -391,7 +466,7 @@ class FakeGoogle:
             else:
                 matches = [file for file in matches if (file.mime_type == mime) == (operator == "=")]
         start = int(query.get("pageToken") or 0)
-        size = min(int(query.get("pageSize") or 100), 1000)
+        size = min(int(query.get("pageSize") or 100), self.max_page_size)
         page = matches[start : start + size]
         body: dict[str, Any] = {"kind": "drive#fileList", "files": [file.resource(self.files) for file in page]}
         if start + size < len(matches):
@@ -407,13 +482,16 @@ class FakeGoogle:
         if token < self.oldest_valid_token:
             self._error(handler, 410, "invalidPageToken", message="The page token is no longer valid.")
             return
-        size = min(int(query.get("pageSize") or 100), 1000)
-        pending = [change for change in self.changes if change[0] >= token]
+        if self._unknown_drive(handler, query):
+            return
+        log = query.get("driveId")  # a shared drive's own log, or (None) the user's
+        size = min(int(query.get("pageSize") or 100), self.max_page_size)
+        pending = [change for change in self.changes if change[0] >= token and log in change[3]]
         page = pending[:size]
         changes = []
-        for _number, file_id, removed in page:
+        for _number, file_id, removed, _logs in page:
             file = self.files.get(file_id)
-            if removed or file is None or not file.accessible:
+            if removed or file is None or not file.accessible or file.drive_id != log:
                 changes.append({"kind": "drive#change", "changeType": "file", "fileId": file_id, "removed": True})
             else:
                 changes.append(
@@ -433,8 +511,18 @@ class FakeGoogle:
         self._json(handler, 200, body)
 
     def _file(self, handler: BaseHTTPRequestHandler, file_id: str, export: bool, query: dict[str, str]) -> None:
+        if file_id in self.drives and not export and query.get("alt") != "media":
+            if query.get("supportsAllDrives") != "true":
+                self._error(handler, 404, "notFound", message=f"File not found: {file_id}.")
+                return
+            root = {"kind": "drive#file", "id": file_id, "name": self.drives[file_id], "mimeType": FOLDER}
+            self._json(handler, 200, {**root, "driveId": file_id, "parents": [], "trashed": False, "version": "1"})
+            return
         file = self.files.get(file_id)
-        if file is None or not file.accessible:
+        hidden = (
+            file is not None and file.drive_id is not None and query.get("supportsAllDrives") != "true" and not export
+        )
+        if file is None or not file.accessible or hidden:
             self._error(handler, 404, "notFound", message=f"File not found: {file_id}.")
             return
         if export:

@@ -59,6 +59,7 @@ def test_the_registry_is_the_same_however_often_it_is_built() -> None:
         "drive:sync",
         "exports:build",
         "exports:expire",
+        "maintenance:purge_blobs",
         "maintenance:purge_idempotency_keys",
         "maintenance:purge_revoked_api_keys",
     ]

@@ -24,7 +24,7 @@ import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from tests.py.gateway.drive.conftest import connect, drive_env
+from tests.py.gateway.drive.conftest import GATEWAY_URL, connect, drive_env
 from tests.py.gateway.drive.test_sync import run_sync, wait_ready
 from tests.py.support.admin import Admin
 from tests.py.support.api import FIXTURES, Api, GatewayFactory, assert_problem, index_count, new_key
@@ -94,7 +94,7 @@ def test_export_then_delete_the_account_with_a_worker_killed_mid_step(
     s3: tuple[str, str],
     tmp_path: Path,
 ) -> None:
-    gateway = make_gateway(**env)
+    gateway = make_gateway(base_url=GATEWAY_URL, **env)  # Drive's consent cookie is Secure
     owner, email = user(admin, gateway, tokens)
     other, _ = user(admin, gateway, tokens)
     canary = f"zebra canary {uuid.uuid4().hex}"

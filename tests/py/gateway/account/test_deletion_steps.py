@@ -22,7 +22,7 @@ from quarry.db import TenantDatabase
 from quarry.services import Core
 from quarry.settings import Settings
 from quarry.storage.blobs import LocalBlobStore
-from tests.py.gateway.drive.conftest import connect, drive_env
+from tests.py.gateway.drive.conftest import GATEWAY_URL, connect, drive_env
 from tests.py.support.admin import Admin
 from tests.py.support.api import Api, GatewayFactory, assert_problem, index_count, new_key
 from tests.py.support.database import DatabaseUrls, gateway_env
@@ -102,7 +102,7 @@ def test_a_deletion_stopped_after_each_step_completes_when_run_again(
     smtp: SmtpSink,
     jwks_server: JwksServer,
 ) -> None:
-    gateway = make_gateway(**env)
+    gateway = make_gateway(base_url=GATEWAY_URL, **env)  # Drive's consent cookie is Secure
     blobs = LocalBlobStore(data_dir / "blobs")
     apis = []
     for _ in range(2):

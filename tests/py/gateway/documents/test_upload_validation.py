@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.py.support.api import Api, GatewayFactory, assert_problem
@@ -153,3 +155,29 @@ def test_malformed_ids_are_422(alice: Api) -> None:
     for path in ("/api/documents/not-a-uuid", "/api/documents/123/content"):
         assert_problem(alice.get(path), 422)
     assert_problem(alice.delete("/api/documents/not-a-uuid"), 422)
+
+
+def test_uploads_in_flight_are_capped_per_tenant(
+    make_gateway: GatewayFactory, tokens: TokenFactory, users: Users, database: DatabaseUrls
+) -> None:
+    gateway = make_gateway(UPLOADS_IN_FLIGHT_PER_TENANT="1")
+    alice = Api(gateway, tokens.es256(users.alice, email="alice@example.com"), users.alice)
+    bob = Api(gateway, tokens.es256(users.bob, email="bob@example.com"), users.bob)
+    before = documents_of(database, users)
+    # Alice's one slot is taken by an upload still being received.
+    with gateway.app.state.upload_slots.hold(users.alice):  # type: ignore[attr-defined]
+        refused = alice.upload("second.txt", b"sent while the first is in flight")
+        body = assert_problem(refused, 429, "rate-limited")
+        assert refused.headers["Retry-After"] == "1"
+        assert body["limit"] == "uploads_in_flight" and body["limit_value"] == 1
+        # Refused before the body was read: nothing stored; another tenant is not affected.
+        assert documents_of(database, users) == before
+        assert bob.upload("bobs.txt", b"another tenant's upload").status_code == 202
+    assert alice.upload("third.txt", b"once the first has been answered").status_code == 202
+    assert gateway.app.state.upload_slots.in_flight(users.alice) == 0  # type: ignore[attr-defined]
+
+
+def test_a_refused_upload_frees_its_slot(alice: Api, gateway: Any) -> None:
+    for _ in range(3):  # more than the default two slots: a 4xx must give its slot back
+        assert_problem(alice.upload("elf.pdf", ELF_HEADER), 415)
+    assert gateway.app.state.upload_slots.in_flight(alice.tenant_id) == 0

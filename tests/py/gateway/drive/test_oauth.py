@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from quarry.drive.crypto import TokenCipher, TokenDecryptionError
 from tests.py.gateway.drive.conftest import REDIRECT_URI, authorize, callback, connect, new_tenant
 from tests.py.support.admin import Admin
-from tests.py.support.api import Api, assert_problem
+from tests.py.support.api import Api, assert_problem, new_key
 from tests.py.support.database import TEST_DRIVE_TOKEN_KEYS
 from tests.py.support.google import DRIVE_READONLY, FakeGoogle
 from tests.py.support.tokens import TokenFactory
@@ -173,3 +173,53 @@ def test_disconnecting_revokes_the_token_at_google_and_pauses_the_folders(
     assert token in google.revoked
     assert connections(admin, tenant.tenant_id) == 0
     assert_problem(tenant.delete("/api/drive/connection"), 404)
+
+
+def test_the_state_is_bound_to_the_browser_that_started_it(tenant: Api, admin: Admin, google: FakeGoogle) -> None:
+    tenant.client.cookies.clear()
+    response = tenant.client.post("/api/drive/authorize", headers=tenant.headers)
+    assert response.status_code == 200 and response.json()["bound_to_browser"] is True
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("quarry_drive_oauth_"), cookie
+    for attribute in ("HttpOnly", "Max-Age=600", "Path=/api/drive/callback", "SameSite=lax", "Secure"):
+        assert attribute.lower() in cookie.lower(), cookie
+    redirect = google.consent_redirect(response.json()["url"])
+    starting_browser = dict(tenant.client.cookies)
+
+    tenant.client.cookies.clear()  # the consent completed in another browser (the URL was sent elsewhere)
+    assert callback(tenant, redirect)[0] == 400
+    assert connections(admin, tenant.tenant_id) == 0
+    tenant.client.cookies.update(starting_browser)
+    assert callback(tenant, redirect)[0] == 400, "the state was burnt by the refused attempt"
+
+    tenant.client.cookies.clear()
+    assert callback(tenant, google.consent_redirect(authorize(tenant))) == (303, {"drive": ["connected"]})
+    assert not any(name.startswith("quarry_drive_oauth_") for name in tenant.client.cookies), "the cookie is cleared"
+
+
+def test_another_authorization_s_cookie_does_not_bind(tenant: Api, admin: Admin, google: FakeGoogle) -> None:
+    tenant.client.cookies.clear()
+    redirect = google.consent_redirect(authorize(tenant))
+    mine = dict(tenant.client.cookies)
+    tenant.client.cookies.clear()
+    authorize(tenant)  # another authorization's cookie, under its own name
+    other = {name: value for name, value in tenant.client.cookies.items() if name not in mine}
+    tenant.client.cookies.clear()
+    [(mine_name, _)] = mine.items()
+    [(_, other_value)] = other.items()
+    tenant.client.cookies.set(mine_name, other_value, path="/api/drive/callback")
+    assert callback(tenant, redirect)[0] == 400
+    assert connections(admin, tenant.tenant_id) == 0
+
+
+def test_a_server_flow_with_an_api_key_is_bound_by_the_state_alone(
+    tenant: Api, admin: Admin, google: FakeGoogle
+) -> None:
+    _, key = new_key(tenant)
+    tenant.client.cookies.clear()
+    response = tenant.client.post("/api/drive/authorize", headers={"Authorization": key})
+    assert response.status_code == 200, response.text
+    assert response.json()["bound_to_browser"] is False and "set-cookie" not in response.headers
+    # The user's browser, which never saw Quarry's API, completes it.
+    assert callback(tenant, google.consent_redirect(response.json()["url"])) == (303, {"drive": ["connected"]})
+    assert connections(admin, tenant.tenant_id) == 1

@@ -8,12 +8,14 @@ match the folder exactly.  Tenants never reach each other's configs or runs.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
+import openpyxl  # type: ignore[import-untyped]
 import psycopg
 import pytest
 from starlette.testclient import TestClient
@@ -51,20 +53,23 @@ def run_sync(api: Api, config_id: str, timeout: float = 600) -> dict[str, Any]:
         seen.update(api.get(f"/api/drive/runs/{run_id}").json())
         return seen["state"] not in ("queued", "running")
 
-    wait_for(finished, timeout=timeout, interval=1, message=f"sync run {run_id}")
+    wait_for(finished, timeout=timeout, interval=0.2, message=f"sync run {run_id}")
     return seen
 
 
 def wait_ready(admin: Admin, tenant: uuid.UUID, timeout: float = 900) -> None:
-    def done() -> bool:
-        return (
-            admin.scalar(
-                "select count(*) from app.documents where tenant_id = %s and status not in ('ready', 'failed')", tenant
-            )
-            == 0
-        )
+    """Every document of the tenant processed, and the index caught up with Postgres (no change pending)."""
 
-    wait_for(done, timeout=timeout, interval=2, message="every Drive document to be processed")
+    def done() -> bool:
+        pending = admin.scalar(
+            "select (select count(*) from app.documents where tenant_id = %s and status not in ('ready', 'failed'))"
+            " + (select count(*) from app.outbox where tenant_id = %s)",
+            tenant,
+            tenant,
+        )
+        return pending == 0
+
+    wait_for(done, timeout=timeout, interval=0.2, message="every Drive document to be processed")
 
 
 def files(api: Api, config_id: str) -> dict[str, dict[str, Any]]:
@@ -112,7 +117,7 @@ def found(api: Api, text: str) -> list[str]:
 
 def assert_found(api: Api, text: str, titles: list[str]) -> None:
     """The search answers these titles for the text, once the outbox relay has caught up (a few seconds)."""
-    wait_for(lambda: found(api, text) == titles, timeout=60, interval=0.5, message=f"{text!r} to find {titles}")
+    wait_for(lambda: found(api, text) == titles, timeout=60, interval=0.1, message=f"{text!r} to find {titles}")
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +128,9 @@ def tree(google: FakeGoogle) -> dict[str, Any]:
     b = google.folder("b", a.id)
     c = google.folder("c", b.id)
     outside = google.folder("Outside")
+    movable = google.folder("movable", a.id)  # a small subtree to move out and back in
+    for n in range(5):
+        google.add(f"movable-{n}.txt", "text/plain", movable.id, f"Movable file {n} about qzmovableix.".encode())
     folders = [root, a, b, c]
     numbered = {}
     for n in range(FILES):
@@ -140,7 +148,14 @@ def tree(google: FakeGoogle) -> dict[str, Any]:
     target = google.add("target.txt", "text/plain", outside.id, b"The shortcut target about qzshortcutix.")
     special["shortcut"] = google.add("Link to target", SHORTCUT, root.id, target=target.id)
     special["folder_shortcut"] = google.add("Link to outside", SHORTCUT, root.id, target=outside.id)
-    return {"root": root, "folders": folders, "outside": outside, "numbered": numbered, "special": special}
+    return {
+        "root": root,
+        "folders": folders,
+        "outside": outside,
+        "movable": movable,
+        "numbered": numbered,
+        "special": special,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +184,7 @@ def test_first_sync_indexes_every_supported_file_and_lists_each_skip_with_its_re
     wait_ready(admin, owner.tenant_id)
     special = tree["special"]
     expected = {*tree["numbered"].values(), special["doc"].id, special["slides"].id, special["sheet"].id}
+    expected |= {file_id for file_id, file in google.files.items() if tree["movable"].id in file.parents}
     expected.add(special["shortcut"].id)
     index_matches(owner, admin, config_id, expected)
     mapped = files(owner, config_id)
@@ -230,7 +246,9 @@ def test_every_kind_of_change_is_followed_and_the_index_matches_the_folder(
     expected = {file_id for file_id in tree_files(google, root.id)}
     expected -= {tree["special"][name].id for name in ("too_large_export", "form", "binary", "big", "folder_shortcut")}
     index_matches(owner, admin, config_id, expected)
-    assert after[numbered[0]]["document_id"] != before[numbered[0]]["document_id"], "modified: re-imported"
+    modified = after[numbered[0]]["document_id"]
+    assert modified == before[numbered[0]]["document_id"], "modified: ingested again in place, same document"
+    assert admin.scalar("select revision from app.documents where id = %s", modified) == 1
     assert_found(owner, "qzmodifiedix", ["note-0.txt"])
     assert after[numbered[1]]["document_id"] == before[numbered[1]]["document_id"], "renamed: same content"
     assert_found(owner, word(1), ["renamed-1.txt"])
@@ -245,18 +263,100 @@ def test_moving_a_folder_out_and_back_in_follows_its_whole_subtree(
     owner: Api, admin: Admin, google: FakeGoogle, tree: dict[str, Any], state: dict[str, Any], worker_log: Path
 ) -> None:
     config_id = state["config"]
-    root, c, outside = tree["root"], tree["folders"][3], tree["outside"]
-    inside_c = {file_id for file_id, file in tree_files(google, root.id).items() if c.id in file.parents}
-    google.move(c.id, outside.id)
+    root, movable, outside = tree["root"], tree["movable"], tree["outside"]
+    inside = {file_id for file_id, file in tree_files(google, root.id).items() if movable.id in file.parents}
+    assert inside
+    google.move(movable.id, outside.id)
     assert run_sync(owner, config_id)["state"] == "succeeded"
-    assert not inside_c & set(files(owner, config_id)), "a folder moved out takes its files with it"
-    google.move(c.id, root.id)
+    assert not inside & set(files(owner, config_id)), "a folder moved out takes its files with it"
+    assert_found(owner, "qzmovableix", [])
+    google.move(movable.id, root.id)
     assert run_sync(owner, config_id)["state"] == "succeeded"
     wait_ready(admin, owner.tenant_id)
-    assert inside_c <= set(files(owner, config_id))
+    assert inside <= set(files(owner, config_id))
+    assert len(found(owner, "qzmovableix")) == len(inside)
     expected = set(tree_files(google, root.id))
     expected -= {tree["special"][name].id for name in ("too_large_export", "form", "binary", "big", "folder_shortcut")}
     index_matches(owner, admin, config_id, expected)
+
+
+def test_a_folder_in_a_shared_drive_is_listed_and_followed_in_that_drive(
+    admin: Admin, drive_gateway: TestClient, tokens: TokenFactory, google: FakeGoogle, worker_log: Path
+) -> None:
+    tenant = new_tenant(admin, drive_gateway, tokens)
+    connect(tenant, google)
+    drive = google.shared_drive("Team")
+    team = google.folder("Team docs", drive)
+    specs = google.folder("Specs", team.id)
+    plan = google.add("plan.txt", "text/plain", team.id, b"The team plan about qzteamplanix.")
+    spec = google.add("spec.txt", "text/plain", specs.id, b"A nested spec about qzteamspecix.")
+    google.add("elsewhere.txt", "text/plain", drive, b"Beside the folder: qzteamelsewhereix.")
+    response = tenant.client.post("/api/drive/configs", headers=tenant.headers, json={"folder_id": team.id})
+    assert response.status_code == 201, response.text
+    config_id = response.json()["id"]
+    assert admin.scalar("select drive_id from app.drive_folders where id = %s", config_id) == drive
+    run = run_sync(tenant, config_id)
+    assert run["state"] == "succeeded" and run["files_indexed"] == 2, run
+    wait_ready(admin, tenant.tenant_id)
+    assert_found(tenant, "qzteamplanix", ["plan.txt"])
+    assert_found(tenant, "qzteamspecix", ["spec.txt"])
+    assert_found(tenant, "qzteamelsewhereix", [])
+
+    # Changes in a shared drive are in its own change log: the incremental sync must read that one.
+    google.modify(plan.id, b"The team plan, revised, about qzteamrevisedix.")
+    google.add("new.txt", "text/plain", specs.id, b"Added in the shared drive: qzteamnewix.")
+    google.trash(spec.id)
+    lists = google.count("GET", "/drive/v3/files?")
+    run = run_sync(tenant, config_id)
+    assert run["state"] == "succeeded" and run["full_crawl"] is False, run
+    assert google.count("GET", "/drive/v3/files?") == lists, "an incremental sync must not re-list the folder"
+    assert any(path.startswith("/drive/v3/changes?") and f"driveId={drive}" in path for _, path in google.requests), (
+        "the shared drive's own change log was read"
+    )
+    wait_ready(admin, tenant.tenant_id)
+    assert_found(tenant, "qzteamrevisedix", ["plan.txt"])
+    assert_found(tenant, "qzteamnewix", ["new.txt"])
+    assert_found(tenant, "qzteamspecix", [])
+    assert {row["state"] for row in files(tenant, config_id).values()} == {"indexed"}
+    assert len(files(tenant, config_id)) == 2
+
+
+def test_a_sheet_is_indexed_with_every_tab_on_every_plan(
+    admin: Admin, drive_gateway: TestClient, tokens: TokenFactory, google: FakeGoogle, worker_log: Path
+) -> None:
+    """Google exports every tab only as XLSX, which Free does not take: the tabs become a Markdown document."""
+    tenant = new_tenant(admin, drive_gateway, tokens, plan="free")
+    connect(tenant, google)
+    folder = google.folder("Sheets")
+    sheet = google.add("Budget 2027", SHEET, folder.id, exports={XLSX: two_tab_workbook()})
+    response = tenant.client.post("/api/drive/configs", headers=tenant.headers, json={"folder_id": folder.id})
+    assert response.status_code == 201, response.text
+    config_id = response.json()["id"]
+    assert run_sync(tenant, config_id)["state"] == "succeeded"
+    wait_ready(admin, tenant.tenant_id)
+    row = files(tenant, config_id)[sheet.id]
+    assert row["state"] == "indexed", row
+    document = tenant.get(f"/api/documents/{row['document_id']}").json()
+    assert (document["title"], document["mime_type"], document["status"]) == ("Budget 2027", "text/markdown", "ready")
+    assert_found(tenant, "qzfirsttabix", ["Budget 2027"])
+    assert_found(tenant, "qzsecondtabix", ["Budget 2027"])
+    content = tenant.get(f"/api/documents/{row['document_id']}/content").text
+    assert "## Income" in content and "## Costs" in content
+
+
+def two_tab_workbook() -> bytes:
+    workbook = openpyxl.Workbook()
+    income = workbook.active
+    assert income is not None
+    income.title = "Income"
+    income.append(["Month", "Amount"])
+    income.append(["January", "qzfirsttabix"])
+    costs = workbook.create_sheet("Costs")
+    costs.append(["# Item", "Cost"])  # a row that would read as a Markdown heading
+    costs.append(["Rent", "qzsecondtabix"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
 
 
 def test_an_expired_changes_token_reconciles_in_full(
@@ -299,9 +399,15 @@ def test_other_tenants_reach_no_config_or_run_on_either_path(
 
 
 def test_the_refresh_token_appears_nowhere(
-    owner: Api, database: DatabaseUrls, google: FakeGoogle, state: dict[str, Any], worker_log: Path
+    owner: Api,
+    database: DatabaseUrls,
+    google: FakeGoogle,
+    state: dict[str, Any],
+    worker_log: Path,
+    gateway_log: Path,
 ) -> None:
-    """Every API response of the tenant, every row of its views, the worker's log and the database's dump."""
+    """Every API response of the tenant, every row of its views, the worker's and the gateway's logs (both at
+    DEBUG) and the database's dump."""
     secrets = list(google.refresh_tokens)
     assert secrets
     responses = [
@@ -331,7 +437,9 @@ def test_the_refresh_token_appears_nowhere(
         ["pg_dump", "--data-only", database.admin_url], capture_output=True, check=True, text=True
     ).stdout
     assert "drive_connections" in dump
-    haystacks = {"responses": "\n".join(responses), "views": str(views), "log": worker_log.read_text(), "dump": dump}
+    logs = {"worker log": worker_log.read_text(), "gateway log": gateway_log.read_text()}
+    assert "/token" in logs["gateway log"] and "googleapiclient" in logs["worker log"], "the logs were read"
+    haystacks = {"responses": "\n".join(responses), "views": str(views), **logs, "dump": dump}
     for secret in secrets:
         for where, text in haystacks.items():
             assert secret not in text, f"a refresh token appears in the {where}"

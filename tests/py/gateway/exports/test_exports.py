@@ -33,7 +33,7 @@ from quarry.exports.storage import MIN_PART_BYTES, ArchiveStore, LocalArchiveSto
 from quarry.mail import mailer_for
 from quarry.settings import Settings
 from quarry.storage.blobs import LocalBlobStore
-from tests.py.gateway.drive.conftest import connect, drive_env
+from tests.py.gateway.drive.conftest import GATEWAY_URL, connect, drive_env
 from tests.py.support.admin import Admin
 from tests.py.support.api import FIXTURES, Api, GatewayFactory, assert_problem, new_key
 from tests.py.support.archives import everything, open_archive, rows, verified_manifest
@@ -123,7 +123,7 @@ def test_the_archive_holds_everything_of_the_tenant_and_nothing_else(
     google: FakeGoogle,
     smtp: SmtpSink,
 ) -> None:
-    gateway = make_gateway(**env)
+    gateway = make_gateway(base_url=GATEWAY_URL, **env)  # Drive's consent cookie is Secure
     owner, other = tenant(admin, gateway, tokens), tenant(admin, gateway, tokens)
     blobs = LocalBlobStore(data_dir / "blobs")
     pdf = (FIXTURES / "sample.pdf").read_bytes()

@@ -60,8 +60,11 @@ def key() -> str:
 def test_blob_keys_come_from_ids_only() -> None:
     tenant, document = uuid.uuid4(), uuid.uuid4()
     assert blob_key(tenant, document) == f"documents/{tenant}/{document}"
+    assert blob_key(tenant, document, 3) == f"documents/{tenant}/{document}-r3"  # a revision's own file
     with pytest.raises(TypeError):
         blob_key(str(tenant), document)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        blob_key(tenant, document, -1)
 
 
 def test_round_trip_of_a_multi_mebibyte_file(store: BlobStore, key: str, tmp_path: Path) -> None:
