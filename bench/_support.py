@@ -91,6 +91,8 @@ def dev_env(database: str, dev_dir: str, data_dir: str) -> dict[str, str]:
         # These benchmarks measure other things and send more than a plan's hourly
         # allowance; bench/quota_overhead.py measures what the limits cost.
         "RATE_LIMITS": "off",
+        # upload_all sends up to 8 of one tenant's uploads at once (bench/abuse.py runs the shipped cap).
+        "UPLOADS_IN_FLIGHT_PER_TENANT": "8",
     }
 
 

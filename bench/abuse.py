@@ -179,6 +179,7 @@ def main() -> None:
             "TRUSTED_PROXY_HEADER": "X-Forwarded-For",
             "LOG_LEVEL": "WARNING",
         }
+        env.pop("UPLOADS_IN_FLIGHT_PER_TENANT")  # the shipped cap on uploads in flight (or the caller's environment)
         settings = DevSettings.from_env(env)
         legit = ensure_user(settings.admin_database_url, "legit@example.com")
         set_plan(settings.admin_database_url, legit, "enterprise")

@@ -59,6 +59,9 @@ def gateway_env(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path,
         "STALLED_WORKER_SECONDS": "4",
         "WORKER_CONCURRENCY": "4",
         "DRIVE_TOKEN_KEYS": TEST_DRIVE_TOKEN_KEYS,
+        # Race tests send many uploads of one tenant at once to reach SQL together; the cap on
+        # uploads in flight has tests of its own (which set the shipped value).
+        "UPLOADS_IN_FLIGHT_PER_TENANT": "64",
         # Many test runs share this machine: a worker serves metrics only where a test asks for it.
         "WORKER_METRICS_PORT": "0",
     }

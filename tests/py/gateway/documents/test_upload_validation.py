@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.py.support.api import Api, GatewayFactory, assert_problem
@@ -177,7 +175,9 @@ def test_uploads_in_flight_are_capped_per_tenant(
     assert gateway.app.state.upload_slots.in_flight(users.alice) == 0  # type: ignore[attr-defined]
 
 
-def test_a_refused_upload_frees_its_slot(alice: Api, gateway: Any) -> None:
-    for _ in range(3):  # more than the default two slots: a 4xx must give its slot back
+def test_a_refused_upload_frees_its_slot(make_gateway: GatewayFactory, tokens: TokenFactory, users: Users) -> None:
+    gateway = make_gateway(UPLOADS_IN_FLIGHT_PER_TENANT="2")
+    alice = Api(gateway, tokens.es256(users.alice, email="alice@example.com"), users.alice)
+    for _ in range(3):  # more than its two slots: a 4xx must give its slot back
         assert_problem(alice.upload("elf.pdf", ELF_HEADER), 415)
-    assert gateway.app.state.upload_slots.in_flight(alice.tenant_id) == 0
+    assert gateway.app.state.upload_slots.in_flight(users.alice) == 0  # type: ignore[attr-defined]
