@@ -24,6 +24,7 @@ from gateway.documents import endpoints as documents
 from gateway.documents.slots import UploadSlots
 from gateway.drive import endpoints as drive
 from gateway.errors import install_error_handlers
+from gateway.exports import endpoints as exports
 from gateway.health import endpoints as health
 from gateway.keys import endpoints as keys
 from gateway.metrics import resources as metrics_resources
@@ -46,6 +47,7 @@ RESOURCES: tuple[Resource, ...] = (
     *documents.resources,
     *search.resources,
     *drive.resources,
+    *exports.resources,
     *metrics_resources,
 )
 

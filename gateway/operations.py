@@ -74,6 +74,7 @@ class Operation:
     path_ids: Mapping[str, str] = field(default_factory=dict)  # path parameter (a UUID) → description
     public: bool = False
     idempotent: bool = False  # takes an Idempotency-Key (a POST that creates something)
+    while_deleting: bool = False  # answers while the caller's account is being deleted (else 403)
 
     @property
     def operation_id(self) -> str:
@@ -158,7 +159,7 @@ def route(declared: Resource) -> Route:
     async def endpoint(request: Request) -> Response:
         # Starlette answers other methods with 405 and this route's methods in Allow.
         operation = by_method[request.method]
-        principal = None if operation.public else await authenticate(request)
+        principal = None if operation.public else await authenticate(request, while_deleting=operation.while_deleting)
         call = Call(
             request=request,
             operation=operation,

@@ -4,4 +4,4 @@ A test keeps this equal to the newest file in supabase/migrations, so the
 check in /readyz works the same from a checkout or an installed package.
 """
 
-SCHEMA_VERSION = "20261206004700"
+SCHEMA_VERSION = "20261206005300"

@@ -73,6 +73,10 @@ class Settings:
     uploads_in_flight_per_tenant: int = 2
     billing: BillingSettings | None = None
     drive: DriveSettings | None = None
+    exports: ExportSettings = field(default_factory=lambda: ExportSettings())
+    mail: MailSettings = field(default_factory=lambda: MailSettings())
+    # The worker deletes auth users with it (Supabase's service_role key); None outside production.
+    supabase_service_role_key: str | None = field(default=None, repr=False)
     ops: OpsSettings = field(default_factory=lambda: OpsSettings())
 
     @property
@@ -186,8 +190,27 @@ class Settings:
             uploads_in_flight_per_tenant=positive_int(env, "UPLOADS_IN_FLIGHT_PER_TENANT", 2),
             billing=BillingSettings.from_env(env),
             drive=DriveSettings.from_env(env, production=production),
+            exports=ExportSettings.from_env(env, blob_backend=blob_backend),
+            mail=MailSettings.from_env(env),
+            supabase_service_role_key=env.get("SUPABASE_SERVICE_ROLE_KEY", "").strip() or None,
             ops=OpsSettings.from_env(env, production=production),
         )
+
+    def require_worker_settings(self) -> None:
+        """What only the worker needs, refused at its start in production (the gateway never reads them)."""
+        if not self.is_production:
+            return
+        if self.worker_database_url is None:
+            raise SettingsError("WORKER_DATABASE_URL must be set when QUARRY_ENV=production")
+        if self.mail.url is None:
+            raise SettingsError(
+                "SMTP_URL must be set when QUARRY_ENV=production (the worker mails export links and deletion receipts)"
+            )
+        if self.supabase_service_role_key is None:
+            raise SettingsError(
+                "SUPABASE_SERVICE_ROLE_KEY must be set when QUARRY_ENV=production (account deletion removes the auth"
+                " user through Supabase's Admin API)"
+            )
 
 
 DEFAULT_WORKER_METRICS_PORT = 9108
@@ -263,6 +286,70 @@ class OpsSettings:
             metrics_sample_seconds=float(positive_int(env, "METRICS_SAMPLE_SECONDS", 5)),
             log_format=choice(env, "LOG_FORMAT", ("json", "text") if production else ("text", "json")),
         )
+
+
+DEFAULT_PUBLIC_API_URL = "http://127.0.0.1:8000"
+DEFAULT_MAIL_SENDER = "Quarry <no-reply@quarry.localhost>"
+# A SigV4 presigned URL lasts at most 7 days, so an export's link cannot last longer.
+MAX_EXPORT_LINK_DAYS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSettings:
+    """Where export archives go and how long their links last.
+
+    `s3_bucket` None: the local blob directory, served by the gateway to the
+    archive's owner; else that bucket (S3_ENDPOINT_URL applies), with presigned links.
+    """
+
+    link_expiry_days: int = MAX_EXPORT_LINK_DAYS
+    s3_bucket: str | None = None
+    public_api_url: str = DEFAULT_PUBLIC_API_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, blob_backend: str) -> ExportSettings:
+        days = positive_int(env, "EXPORT_LINK_EXPIRY_DAYS", MAX_EXPORT_LINK_DAYS)
+        if days > MAX_EXPORT_LINK_DAYS:
+            raise SettingsError(
+                f"EXPORT_LINK_EXPIRY_DAYS must be at most {MAX_EXPORT_LINK_DAYS}, not {days}: an S3 presigned link"
+                " (SigV4) cannot last longer than 7 days"
+            )
+        bucket = env.get("EXPORT_S3_BUCKET", "").strip() or None
+        if bucket is None and blob_backend == "s3":
+            bucket = env.get("S3_BUCKET") or None
+        public = env.get("PUBLIC_API_URL", "").strip().rstrip("/") or DEFAULT_PUBLIC_API_URL
+        if origin_of(public) is None:
+            raise SettingsError(f"PUBLIC_API_URL must be an http(s) URL, not {public!r}")
+        return cls(link_expiry_days=days, s3_bucket=bucket, public_api_url=public)
+
+
+SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
+
+
+@dataclass(frozen=True, slots=True)
+class MailSettings:
+    """Outgoing mail: `url` None prints every message to the console (development and tests)."""
+
+    url: str | None = field(default=None, repr=False)  # may carry a password
+    sender: str = DEFAULT_MAIL_SENDER
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MailSettings:
+        url = env.get("SMTP_URL", "").strip() or None
+        if url is not None:
+            parts = urlsplit(url)
+            try:
+                parts.port  # noqa: B018 (parsing it is the check)
+            except ValueError:
+                raise SettingsError("SMTP_URL has a port that is not a number") from None
+            if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+                raise SettingsError(
+                    "SMTP_URL must look like smtp://[user:password@]host[:port] (or smtps://, smtp+starttls://)"
+                )
+        sender = env.get("SMTP_FROM", "").strip() or DEFAULT_MAIL_SENDER
+        if "\n" in sender or "\r" in sender or "@" not in sender:
+            raise SettingsError(f"SMTP_FROM must be one address (Name <user@host> or user@host), not {sender!r}")
+        return cls(url=url, sender=sender)
 
 
 DRIVE_REQUIRED = (

@@ -66,8 +66,8 @@ STEADY_SECONDS = 60.0  # a worker that ran this long before failing starts again
 
 
 async def run(settings: Settings, wanted_queues: Sequence[str] | None = None) -> None:
-    if settings.worker_database_url is None:
-        raise SettingsError("WORKER_DATABASE_URL must be set when QUARRY_ENV=production")
+    settings.require_worker_settings()
+    assert settings.worker_database_url is not None  # dev and test default it
     async with AsyncExitStack() as stack:
         parsers = ParsePool(settings.extraction_budget)
         stack.callback(parsers.close)

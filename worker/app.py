@@ -25,10 +25,10 @@ from typing import Any
 import procrastinate
 from procrastinate import jobs, manager
 
-from worker import billing, drive, ingest, maintenance
+from worker import account, billing, drive, exports, ingest, maintenance
 from worker.context import WorkerContext
 
-DOMAINS: tuple[ModuleType, ...] = (ingest, maintenance, billing, drive)
+DOMAINS: tuple[ModuleType, ...] = (ingest, maintenance, billing, drive, exports, account)
 
 AbandonHook = Callable[[WorkerContext, str, int | None, dict[str, Any]], Awaitable[None]]
 

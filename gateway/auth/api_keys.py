@@ -243,6 +243,13 @@ class ApiKeyVerifier:
             if str(entry.principal.api_key_id) == key_id:
                 del self._cache[digest]
 
+    def invalidate_tenant(self, tenant_id: object) -> None:
+        """Forget every cached key of one tenant (its account is being deleted)."""
+        self._epoch += 1
+        for digest, entry in list(self._cache.items()):
+            if entry.principal.tenant_id == tenant_id:
+                del self._cache[digest]
+
     async def listen(self, *, retry_seconds: float = 1.0) -> None:
         """Follow revocations until cancelled; reconnects, trusting no cache while disconnected."""
         while True:

@@ -23,8 +23,11 @@ from quarry.principal import Principal
 from quarry.settings import Settings
 
 
-async def authenticate(request: Request) -> Principal:
-    """The caller (Supabase JWT or API key), counted against its rate limit."""
+async def authenticate(request: Request, *, while_deleting: bool = False) -> Principal:
+    """The caller (Supabase JWT or API key), admitted and counted against its rate limit.
+
+    An account being deleted is refused (403) unless `while_deleting` (reading the deletion's progress).
+    """
     state = request.app.state
     client = caller_address(request)
     failures: WindowThrottle = state.failed_authentications
@@ -34,7 +37,7 @@ async def authenticate(request: Request) -> Principal:
         failures.check(client)
         try:
             principal = await identify(request.headers.get("authorization"), state, client)
-            await rate_limiter.check(request, principal)
+            await rate_limiter.check(request, principal, while_deleting=while_deleting)
         except Unauthorized:
             failures.count(client)
             raise

@@ -33,6 +33,7 @@ CHECKOUT_WINDOW_SECONDS = 600
 
 class BillingUnavailable(Unavailable):
     slug = "billing-unavailable"
+    stripe_status: int | None = None  # Stripe's HTTP status, when Stripe answered
 
     def __init__(self, detail: str = "Billing is unavailable right now; try again shortly.", **kwargs: Any) -> None:
         super().__init__(detail, **kwargs)
@@ -129,6 +130,45 @@ class StripeApi:
                 found.append(subscription.to_dict(for_json=True))
         return found
 
+    async def erase_customer(self, customer: str) -> int:
+        """Account deletion: cancel every live subscription now, then delete the customer.
+
+        Idempotent: a customer already deleted (404) was erased by an earlier run. Returns how
+        many subscriptions were cancelled.
+        """
+        try:
+            subscriptions = await self.subscriptions_of(customer)
+        except BillingUnavailable as error:
+            if _missing(error):
+                return 0
+            raise
+        cancelled = 0
+        for subscription in subscriptions:
+            if subscription.get("status") in ENDED_SUBSCRIPTION_STATUSES:
+                continue
+            try:
+                with _translated("cancel a subscription"):
+                    await self._client.v1.subscriptions.cancel_async(str(subscription["id"]))
+            except BillingUnavailable as error:
+                if not _missing(error):
+                    raise
+            cancelled += 1
+        try:
+            with _translated("delete a customer"):
+                await self._client.v1.customers.delete_async(customer)
+        except BillingUnavailable as error:
+            if not _missing(error):
+                raise
+        return cancelled
+
+
+ENDED_SUBSCRIPTION_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
+def _missing(error: BillingUnavailable) -> bool:
+    """Stripe answered 404: the object is gone (an earlier run deleted it)."""
+    return error.stripe_status == 404
+
 
 class _translated:
     """Stripe's exceptions as BillingUnavailable, logged by kind and status only."""
@@ -143,4 +183,6 @@ class _translated:
         if isinstance(error, stripe.StripeError):
             status = getattr(error, "http_status", None)
             logger.warning("Stripe refused to %s: %s (HTTP %s)", self.action, type(error).__name__, status)
-            raise BillingUnavailable(internal=f"Stripe {type(error).__name__} ({status})") from None
+            unavailable = BillingUnavailable(internal=f"Stripe {type(error).__name__} ({status})")
+            unavailable.stripe_status = status
+            raise unavailable from None

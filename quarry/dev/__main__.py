@@ -22,7 +22,7 @@ import httpx
 import psycopg
 
 from quarry.dev.database import DatabaseSetupError, prepare_database
-from quarry.dev.keys import load_or_create_key, mint_token
+from quarry.dev.keys import load_or_create_key, mint_service_role_key, mint_token
 from quarry.dev.settings import DevModeRefused, DevSettings
 from quarry.dev.supervisor import Supervisor
 from quarry.dev.users import PLANS, SUBSCRIPTION_STATUSES, ensure_user, set_plan
@@ -162,7 +162,11 @@ def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
     supervisor.add(
         "gateway", [*gateway, "--host", args.host, "--port", str(args.port), "--no-access-log"], env=billing_env
     )
-    supervisor.add("worker", [python, "-m", "worker"], env=billing_env)
+    # The worker deletes auth users through the dev auth server's admin endpoint, with this key.
+    worker_env = {**(billing_env or {}), "SUPABASE_SERVICE_ROLE_KEY": mint_service_role_key(settings)}
+    supervisor.add("worker", [python, "-m", "worker"], env=worker_env)
+
+    mail_line = "through SMTP_URL" if settings.gateway.mail.url else "printed here (export links, deletion receipts)"
 
     def on_sigterm(*_: object) -> None:
         supervisor.stop()
@@ -178,7 +182,8 @@ def cmd_run(settings: DevSettings, args: argparse.Namespace) -> int:
 Quarry is running.
   gateway      {gateway_url}   (health: {gateway_url}/readyz, API: {gateway_url}/openapi.json)
   dev auth     {settings.gateway.supabase_url}   (JWKS of the dev signing key in {settings.dev_dir})
-  worker       ingest jobs (procrastinate); files and index under {settings.gateway.data_dir}
+  worker       ingest, Drive, export and deletion jobs; files and index under {settings.gateway.data_dir}
+  mail         {mail_line}
 {stripe_line}
 
 Get a token and call the API from another terminal:

@@ -79,3 +79,19 @@ def mint_token(settings: DevSettings, user_id: uuid.UUID, email: str, *, ttl_sec
     return jwt.encode(
         supabase_claims(settings, user_id, email, ttl_seconds), key, algorithm="ES256", headers={"kid": kid}
     )
+
+
+SERVICE_ROLE_TTL_SECONDS = 10 * 365 * 24 * 3600
+
+
+def mint_service_role_key(settings: DevSettings) -> str:
+    """The dev project's service-role key (what SUPABASE_SERVICE_ROLE_KEY is on a real project)."""
+    key = load_or_create_key(settings)
+    now = int(time.time())
+    claims = {
+        "iss": settings.gateway.jwt_issuer,
+        "role": "service_role",
+        "iat": now,
+        "exp": now + SERVICE_ROLE_TTL_SECONDS,
+    }
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": public_jwk(key)["kid"]})

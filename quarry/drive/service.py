@@ -296,6 +296,20 @@ class Drive:
             logger.warning("Drive token of a disconnected tenant could not be revoked at Google")
         await self.database.fetch("select internal.forget_drive_connection(%s)", (session.tenant_id,))
 
+    async def erase(self, tenant_id: uuid.UUID) -> bool:
+        """Account deletion: revoke the tenant's token at Google, then forget the connection.
+
+        Google must confirm (or say the token is invalid already): otherwise this is
+        Unavailable and the deletion retries.  False if there was no connection (an earlier run).
+        """
+        connection = await self.connection(tenant_id)
+        if connection is None:
+            return False
+        if not await self._revoke(connection.refresh_token):
+            raise Unavailable("Google did not confirm revoking the Drive token; try again shortly.")
+        await self.database.fetch("select internal.forget_drive_connection(%s)", (tenant_id,))
+        return True
+
     async def get_connection(self, session: TenantSession) -> DriveConnection:
         async with session.transaction() as conn:
             cursor = await conn.execute(

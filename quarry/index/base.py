@@ -129,6 +129,10 @@ class VectorIndex(Protocol):
 
     def delete_document(self, tenant_id: UUID, document_id: UUID) -> None: ...
 
+    def delete_tenant(self, tenant_id: UUID) -> None:
+        """Every point of the tenant (account deletion)."""
+        ...
+
     def delete_points(self, tenant_id: UUID, point_ids: Sequence[UUID]) -> None:
         """Delete those of point_ids that belong to tenant_id."""
         ...

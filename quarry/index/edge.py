@@ -250,6 +250,9 @@ class EdgeIndex:
         operation = UpdateOperation.delete_points_by_filter(edge_filter(document_conditions(tenant_id, document_id)))
         self._write("delete a document", operation)
 
+    def delete_tenant(self, tenant_id: UUID) -> None:
+        self._write("delete a tenant", UpdateOperation.delete_points_by_filter(tenant_filter(tenant_id)))
+
     def delete_points(self, tenant_id: UUID, point_ids: Sequence[UUID]) -> None:
         if not point_ids:
             return

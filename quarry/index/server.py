@@ -223,6 +223,10 @@ class ServerIndex:
         selector = qm.FilterSelector(filter=server_filter(document_conditions(tenant_id, document_id)))
         self._call("delete a document", lambda client: client.delete(self.collection, selector, wait=True))
 
+    def delete_tenant(self, tenant_id: UUID) -> None:
+        selector = qm.FilterSelector(filter=tenant_filter(tenant_id))
+        self._call("delete a tenant", lambda client: client.delete(self.collection, selector, wait=True))
+
     def delete_points(self, tenant_id: UUID, point_ids: Sequence[UUID]) -> None:
         if not point_ids:
             return

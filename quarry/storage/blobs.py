@@ -86,6 +86,10 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every blob whose key is under `prefix/` (a tenant's, when erasing it); how many."""
+        ...
+
 
 @contextlib.contextmanager
 def _replacing(destination: Path) -> Iterator[Path]:
@@ -156,6 +160,22 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def path_of(self, key: str) -> Path:
+        """Where the blob's file is (readers in this process may read it in place)."""
+        return self._path(key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        directory = self._path(prefix)
+        try:
+            if not directory.is_dir():
+                return 0
+            # Partial files of interrupted writes go too: they hold the same data.
+            removed = sum(1 for path in directory.rglob("*") if path.is_file() and not path.name.startswith("."))
+            shutil.rmtree(directory)
+        except OSError as error:
+            raise BlobStoreUnavailable(f"cannot delete {prefix}/ under {self.root}: {error}") from error
+        return removed
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -251,3 +271,18 @@ class S3BlobStore:
         except BlobNotFound:
             return False
         return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        validate_key(prefix)
+        removed = 0
+        with _s3_errors("delete everything under", prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{prefix}/"):
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if not keys:
+                    continue
+                answer = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                if answer.get("Errors"):
+                    raise BlobStoreUnavailable(f"S3 could not delete {len(answer['Errors'])} object(s) under {prefix}/")
+                removed += len(keys)
+        return removed

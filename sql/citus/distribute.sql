@@ -149,6 +149,7 @@ select pg_temp.place('app.drive_connections', 'distributed', 'tenant_id', 'app.d
 select pg_temp.place('app.drive_folders', 'distributed', 'tenant_id', 'app.documents');
 select pg_temp.place('app.drive_sync_runs', 'distributed', 'tenant_id', 'app.documents');
 select pg_temp.place('app.drive_files', 'distributed', 'tenant_id', 'app.documents');
+select pg_temp.place('app.account_deletions', 'distributed', 'tenant_id', 'app.documents');
 
 -- 4. the coordinator's own
 

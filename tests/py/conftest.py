@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+import boto3  # type: ignore[import-untyped]
 import psycopg
 import pytest
 from starlette.testclient import TestClient
@@ -19,7 +21,10 @@ from tests.py.support.admin import Admin
 from tests.py.support.api import Api, GatewayFactory
 from tests.py.support.database import ADMIN_SERVER_URL, TEST_DATABASE, DatabaseUrls, Users, gateway_env
 from tests.py.support.fake_stripe import FakeStripe
+from tests.py.support.google import FakeGoogle
+from tests.py.support.mail import SmtpSink
 from tests.py.support.processes import running_worker
+from tests.py.support.s3 import REGION, moto_server, use_fake_aws
 from tests.py.support.tokens import JwksServer, KeySet, TokenFactory
 
 
@@ -71,6 +76,32 @@ def fake_stripe() -> Iterator[FakeStripe]:
     fake.stop()
 
 
+@pytest.fixture(scope="module")
+def google() -> Iterator[FakeGoogle]:
+    """The local Google (OAuth and Drive, tests/py/support/google.py), one per module."""
+    fake = FakeGoogle().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) keeping what it receives, one per module."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """moto's S3 server with a fresh bucket, and fake AWS credentials: (endpoint, bucket)."""
+    with pytest.MonkeyPatch.context() as monkeypatch, moto_server() as url:
+        use_fake_aws(monkeypatch, tmp_path_factory.mktemp("aws"))
+        bucket = f"quarry-test-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3", endpoint_url=url, region_name=REGION).create_bucket(Bucket=bucket)
+        yield url, bucket
+
+
 @pytest.fixture
 def tokens(keys: KeySet, jwks_server: JwksServer) -> TokenFactory:
     return TokenFactory(keys=keys, issuer=f"{jwks_server.base_url}/auth/v1")
@@ -81,9 +112,10 @@ def make_gateway(database: DatabaseUrls, jwks_server: JwksServer, data_dir: Path
     """Start a gateway (lifespan included) with test settings, optionally overridden."""
     clients: list[TestClient] = []
 
-    def make(**overrides: str) -> TestClient:
+    def make(base_url: str = "http://testserver", **overrides: str) -> TestClient:
+        """`base_url` https: for a flow with a Secure cookie (Drive's consent, bound to the browser)."""
         settings = Settings.from_env(gateway_env(database, jwks_server, data_dir, **overrides))
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client = TestClient(create_app(settings), base_url=base_url, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         return client

@@ -35,6 +35,7 @@ from tests.py.support.admin import Admin
 from tests.py.support.database import DatabaseUrls, gateway_env
 from tests.py.support.net import free_port
 from tests.py.support.processes import running_gateway, running_worker, wait_for
+from tests.py.support.prometheus import samples, value
 from tests.py.support.tokens import JwksServer, KeySet, TokenFactory
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "documents"
@@ -43,7 +44,6 @@ POOL_SIZE, SERVICE_POOL_SIZE = 2, 1
 BUDGET = OpsSettings(gateway_pool_size=POOL_SIZE, gateway_service_pool_size=SERVICE_POOL_SIZE).gateway_budget(
     relay_in_gateway=True
 )
-SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -83,23 +83,6 @@ def processes(
 @pytest.fixture(scope="module")
 def tokens(keys: KeySet, jwks_server: JwksServer) -> TokenFactory:
     return TokenFactory(keys=keys, issuer=f"{jwks_server.base_url}/auth/v1")
-
-
-def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    parsed = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"not Prometheus text format: {line!r}"
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
-        parsed.append((match["name"], labels, float(match["value"])))
-    return parsed
-
-
-def value(parsed: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels` (0 when none)."""
-    return sum(v for n, found, v in parsed if n == name and labels.items() <= found.items())
 
 
 def test_both_processes_export_their_series_after_traffic(

@@ -26,6 +26,8 @@ select lives_ok(
     'removing a folder frees its place'
 );
 select lives_ok($$insert into app.export_requests default values$$, 'Free requests an export');
+-- It is built (one export runs at a time; the next request must wait for this one anyway).
+select internal.start_export(id), internal.finish_export(id, 1, '{}', 7) from app.export_requests;
 create temporary table refused on commit drop as
 select tests.refusal($$insert into app.export_requests default values$$) as r;
 select is(

@@ -115,6 +115,7 @@ class FakeStripe:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    deleted_customers: set[str] = field(default_factory=set)
     fail_requests: int = 0  # the next N API calls answer 500 (Stripe having a bad minute)
     _idempotent: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -164,6 +165,10 @@ class FakeStripe:
                 return self._list_subscriptions(query)
             case "GET", ["v1", "subscriptions", subscription_id]:
                 return self._get(self.subscriptions, subscription_id, "subscription")
+            case "DELETE", ["v1", "subscriptions", subscription_id]:
+                return self._cancel_now(subscription_id)
+            case "DELETE", ["v1", "customers", customer_id]:
+                return self._delete_customer(customer_id)
             case "GET", ["v1", "prices", price_id]:
                 if price_id not in self.prices:
                     raise StripeError(404, f"No such price: '{price_id}'", param="id")
@@ -186,6 +191,25 @@ class FakeStripe:
         }
         self.customers[customer["id"]] = customer
         return customer
+
+    def _cancel_now(self, subscription_id: str) -> dict[str, Any]:
+        """Cancel at once (the API's DELETE); the event is recorded, not delivered (the caller holds the lock)."""
+        subscription = self._get(self.subscriptions, subscription_id, "subscription")
+        if subscription["status"] != "canceled":
+            subscription.update(status="canceled", canceled_at=int(time.time()))
+            self._event("customer.subscription.deleted", subscription)
+        return subscription
+
+    def _delete_customer(self, customer_id: str) -> dict[str, Any]:
+        """Delete a customer: Stripe cancels its live subscriptions with it."""
+        self._get(self.customers, customer_id, "customer")
+        for subscription in list(self.subscriptions.values()):
+            if subscription["customer"] == customer_id and subscription["status"] != "canceled":
+                self._cancel_now(subscription["id"])
+        del self.customers[customer_id]
+        self.deleted_customers.add(customer_id)
+        self._event("customer.deleted", {"id": customer_id, "object": "customer"})
+        return {"id": customer_id, "object": "customer", "deleted": True}
 
     def _create_session(self, form: dict[str, Any]) -> dict[str, Any]:
         if form.get("mode") != "subscription":

@@ -130,6 +130,7 @@ class FakeGoogle:
         self.issue_refresh_token = True
         self.invalid_grant = False  # every refresh is refused
         self.list_delay = 0.0  # seconds each files.list takes (to catch a sync mid-crawl)
+        self.revoke_delay = 0.0  # seconds a revocation takes (to catch an account deletion mid-step)
         self.max_page_size = 1000  # Google's own cap; lower it for short pages
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -309,6 +310,8 @@ class FakeGoogle:
             elif parts.path == "/token" and method == "POST":
                 self._token(handler, {k: v[0] for k, v in parse_qs(raw.decode()).items()})
             elif parts.path == "/revoke" and method == "POST":
+                if self.revoke_delay:
+                    time.sleep(self.revoke_delay)
                 form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
                 with self.lock:
                     token = form.get("token") or query.get("token", "")

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from quarry.dev import auth_admin
+
 HS256_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
 
@@ -51,11 +53,18 @@ class KeySet:
 
 
 class JwksServer:
-    """Serves /auth/v1/.well-known/jwks.json from a document tests can change; counts fetches."""
+    """Serves /auth/v1/.well-known/jwks.json from a document tests can change; counts fetches.
+
+    With `admin_database_url` set it also answers Supabase Auth's admin endpoint
+    `DELETE /auth/v1/admin/users/{id}` for a service-role JWT signed by its keys
+    (quarry/dev/auth_admin.py), deleting the user from that database.
+    """
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
         self.fetches = 0
+        self.admin_database_url: str | None = None
+        self.deleted_users: list[str] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +75,24 @@ class JwksServer:
                 server.fetches += 1
                 body = json.dumps(server.document).encode()
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_DELETE(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if server.admin_database_url is None:
+                    status, answer = 404, {"code": 404, "msg": "no admin API here"}
+                elif not auth_admin.is_service_key(self.headers.get("Authorization"), server.document):
+                    status, answer = 401, {"code": 401, "error_code": "no_authorization", "msg": "not a service key"}
+                else:
+                    status, answer = auth_admin.delete_user(server.admin_database_url, self.path)
+                    if status == 200:
+                        server.deleted_users.append(self.path.rsplit("/", 1)[1])
+                body = auth_admin.encode(answer)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -130,6 +157,10 @@ class TokenFactory:
         return jwt.encode(
             self.claims(subject, **overrides), self.keys.rs256, algorithm="RS256", headers={"kid": self.keys.rs256_kid}
         )
+
+    def service_role(self) -> str:
+        """A service-role key, as a Supabase project issues one (here ES256 with the test keys)."""
+        return self.es256("service-role", role="service_role", aud=None, email=None, exp=int(time.time()) + 86_400)
 
     def hs256(self, subject: uuid.UUID | str, /, **overrides: Any) -> str:
         return jwt.encode(self.claims(subject, **overrides), self.hs256_secret, algorithm="HS256")

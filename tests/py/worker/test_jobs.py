@@ -51,13 +51,17 @@ def test_every_registered_task_has_its_queue_in_sql(database: DatabaseUrls) -> N
 def test_the_registry_is_the_same_however_often_it_is_built() -> None:
     first, second = procrastinate_app("postgresql://unused"), procrastinate_app("postgresql://unused")
     expected = [
+        "account:delete",
+        "account:resume",
         "billing:reconcile",
         "documents:ingest",
         "drive:schedule",
         "drive:sync",
+        "exports:build",
+        "exports:expire",
         "maintenance:purge_blobs",
         "maintenance:purge_idempotency_keys",
         "maintenance:purge_revoked_api_keys",
     ]
     assert sorted(domain_tasks(first)) == sorted(domain_tasks(second)) == expected
-    assert queues(first) == ["drive", "ingest", "maintenance"]
+    assert queues(first) == ["account", "drive", "exports", "ingest", "maintenance"]

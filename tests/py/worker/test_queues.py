@@ -36,12 +36,10 @@ def test_without_queues_a_worker_serves_every_queue(app: object) -> None:
 
 
 def test_shared_pool_and_queue_names(app: object) -> None:
-    assert select_queues(app, POOLS, ["shared"]) == ["drive", "ingest", "maintenance"]  # type: ignore[arg-type]
-    assert select_queues(app, POOLS, ["enterprise"]) == [  # type: ignore[arg-type]
-        "enterprise.drive",
-        "enterprise.ingest",
-        "enterprise.maintenance",
-    ]
+    shared = ["account", "drive", "exports", "ingest", "maintenance"]
+    assert select_queues(app, POOLS, ["shared"]) == shared  # type: ignore[arg-type]
+    # The export and account-deletion jobs follow the same rule: an Enterprise pool serves them too.
+    assert select_queues(app, POOLS, ["enterprise"]) == [f"enterprise.{queue}" for queue in shared]  # type: ignore[arg-type]
     assert select_queues(app, POOLS, ["ingest", "enterprise.ingest", "ingest"]) == [  # type: ignore[arg-type]
         "enterprise.ingest",
         "ingest",

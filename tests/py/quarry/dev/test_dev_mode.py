@@ -42,7 +42,7 @@ def dev_env(tmp_path: Path) -> dict[str, str]:
 
 
 @contextmanager
-def make_dev(env: dict[str, str]) -> Iterator[str]:
+def make_dev(env: dict[str, str], printed: list[str] | None = None) -> Iterator[str]:
     process = subprocess.Popen(
         ["make", "-s", "dev"],
         cwd=REPO_ROOT,
@@ -69,6 +69,8 @@ def make_dev(env: dict[str, str]) -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
+    if printed is not None:
+        printed.append(output)
     assert "TOKEN=$(make -s token USER=alice@example.com)" in output
     assert f'curl -H "Authorization: Bearer $TOKEN" {base}/api/me' in output
 
@@ -118,7 +120,8 @@ def test_make_dev_serves_readyz_and_me_twice_over(dev_env: dict[str, str]) -> No
     assert first.json() == {"tenant_id": str(row[0]), "email": "alice@example.com", "plan": "free"}
 
     # Idempotent: a second run reuses the database, the user and the signing key.
-    with make_dev(dev_env) as base:
+    printed: list[str] = []
+    with make_dev(dev_env, printed) as base:
         again = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
         assert again.json() == first.json()
         assert make_token(dev_env, "alice@example.com") != token  # a new token, same user
@@ -133,6 +136,23 @@ def test_make_dev_serves_readyz_and_me_twice_over(dev_env: dict[str, str]) -> No
         upgraded = httpx.get(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
         assert upgraded.json()["plan"] == "pro", "the next request sees the new plan"
         assert upgraded.headers["RateLimit-Limit"] == "500"
+        # Export and account deletion on the laptop: mail is printed; the dev auth server deletes the user.
+        bob = {"Authorization": f"Bearer {make_token(dev_env, 'bob@example.com')}"}
+        export = httpx.post(f"{base}/api/export", headers=bob)
+        assert export.status_code == 202, export.text
+        deadline = time.monotonic() + 90
+        while httpx.get(f"{base}/api/export/{export.json()['id']}", headers=bob).json()["status"] != "ready":
+            assert time.monotonic() < deadline, "the export did not finish"
+            time.sleep(2.0)
+        deleting = httpx.request("DELETE", f"{base}/api/account", headers=bob, json={"confirm": "bob@example.com"})
+        assert deleting.status_code == 202, deleting.text
+        while httpx.get(f"{base}/api/account/deletion", headers=bob).status_code != 401:
+            assert time.monotonic() < deadline + 60, "the account was not deleted"
+            time.sleep(2.0)
+    assert "Subject: Your Quarry data export is ready" in printed[0]
+    assert "Subject: Your Quarry account has been deleted" in printed[0]
+    with psycopg.connect(admin) as conn:
+        assert conn.execute("select count(*) from auth.users where email = 'bob@example.com'").fetchone() == (0,)
     assert (Path(dev_env["QUARRY_DEV_DIR"]) / "jwt-es256-private.pem").stat().st_mode & 0o077 == 0
 
 

@@ -166,6 +166,17 @@ def test_delete_points(index: VectorIndex, alice: UUID) -> None:
     assert index.document_point_ids(alice, doc) == {p.id for p in points[2:]}
 
 
+def test_delete_tenant_removes_every_point_of_that_tenant_only(index: VectorIndex, alice: UUID, bob: UUID) -> None:
+    index.upsert(alice, document(uuid.uuid4(), 3, seed=8) + document(uuid.uuid4(), 2, seed=9))
+    index.upsert(bob, document(uuid.uuid4(), 2, seed=10))
+
+    index.delete_tenant(alice)
+    index.delete_tenant(alice)  # idempotent
+
+    assert index.count(alice) == 0
+    assert index.count(bob) == 2
+
+
 # --- Tenant isolation -----------------------------------------------------------------------
 
 

@@ -11,13 +11,12 @@ from pathlib import Path
 import boto3  # type: ignore[import-untyped]
 import pytest
 from botocore.config import Config  # type: ignore[import-untyped]
-from moto.server import ThreadedMotoServer
 
 from quarry.storage import blobs
 from quarry.storage.blobs import BlobNotFound, BlobStore, BlobStoreUnavailable, LocalBlobStore, S3BlobStore, blob_key
 from tests.py.support.net import free_port
+from tests.py.support.s3 import REGION, moto_server, use_fake_aws
 
-REGION = "us-east-1"
 MIB = 1024 * 1024
 
 
@@ -33,23 +32,13 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    # Keep any real AWS configuration on this machine out of the tests.
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
+    use_fake_aws(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -113,6 +102,21 @@ def test_delete_is_idempotent(store: BlobStore, key: str, tmp_path: Path) -> Non
     assert not store.exists(key)
     with pytest.raises(BlobNotFound):
         store.download_to(key, tmp_path / "copy")
+
+
+def test_delete_prefix_removes_one_tenants_blobs_only(store: BlobStore, tmp_path: Path) -> None:
+    tenant, neighbour = uuid.uuid4(), uuid.uuid4()
+    write_random(tmp_path / "file", 100)
+    keys = [blob_key(tenant, uuid.uuid4()) for _ in range(3)]
+    for key in [*keys, blob_key(neighbour, uuid.uuid4())]:
+        store.put_file(key, tmp_path / "file")
+
+    assert store.delete_prefix(f"documents/{tenant}") == 3
+    assert store.delete_prefix(f"documents/{tenant}") == 0  # idempotent
+    assert not any(store.exists(key) for key in keys)
+    assert store.delete_prefix(f"documents/{neighbour}") == 1
+    with pytest.raises(ValueError, match="invalid blob key"):
+        store.delete_prefix("documents/../x")
 
 
 def test_missing_blob(store: BlobStore, key: str, tmp_path: Path) -> None:
