@@ -111,7 +111,7 @@ def main() -> None:
                 "DRIVE_TOKEN_KEYS": new_key_entry("bench"),
                 "DRIVE_PAGE_SIZE": "100",
                 # As many files in flight as the upload baseline has uploads (which the gateway
-                # would otherwise cap at UPLOADS_IN_FLIGHT_PER_TENANT's default 2 per tenant).
+                # would otherwise cap at UPLOADS_IN_FLIGHT_PER_TENANT's default 4 per tenant).
                 "DRIVE_SYNC_CONCURRENCY": str(UPLOAD_CONCURRENCY),
                 "UPLOADS_IN_FLIGHT_PER_TENANT": str(UPLOAD_CONCURRENCY),
             }

@@ -70,7 +70,7 @@ class Settings:
     bcrypt_threads: int = 2
     bcrypt_queue: int = 16
     openapi_reads_per_minute: int = 30
-    uploads_in_flight_per_tenant: int = 2
+    uploads_in_flight_per_tenant: int = 4
     billing: BillingSettings | None = None
     drive: DriveSettings | None = None
     exports: ExportSettings = field(default_factory=lambda: ExportSettings())
@@ -187,7 +187,7 @@ class Settings:
             bcrypt_threads=positive_int(env, "BCRYPT_THREADS", 2),
             bcrypt_queue=positive_int(env, "BCRYPT_QUEUE", 16),
             openapi_reads_per_minute=positive_int(env, "OPENAPI_READS_PER_MINUTE", 30),
-            uploads_in_flight_per_tenant=positive_int(env, "UPLOADS_IN_FLIGHT_PER_TENANT", 2),
+            uploads_in_flight_per_tenant=positive_int(env, "UPLOADS_IN_FLIGHT_PER_TENANT", 4),
             billing=BillingSettings.from_env(env),
             drive=DriveSettings.from_env(env, production=production),
             exports=ExportSettings.from_env(env, blob_backend=blob_backend),

@@ -3,8 +3,9 @@
 An upload is the costliest request a gateway serves: it streams up to the
 upload cap to disk, hashes it, sniffs it and copies it to blob storage.  One
 tenant sending many at once (a script, or an attacker's hostile-file suite)
-would take the gateway's disk bandwidth and threads from every other tenant,
-so each tenant may have `per_tenant` uploads in flight on a gateway; one more
+would take the gateway's disk bandwidth, scratch space (up to the upload cap
+per upload) and threads from every other tenant, so each tenant may have
+`per_tenant` uploads in flight on a gateway; one more
 is refused at once, before its body is read, with a 429 and `Retry-After: 1`
 (the slot frees as soon as one of its uploads ends).  The count lives in this
 process: it guards this gateway's resources, not an account-wide allowance

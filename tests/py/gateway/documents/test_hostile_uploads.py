@@ -102,7 +102,7 @@ def test_hostile_files_are_refused_within_the_budget_while_another_tenant_works(
         EXTRACT_MEMORY_MIB=str(EXTRACT_MEMORY_MIB),
         EXTRACT_PROCESSES="2",
         EXTRACT_TIMEOUT_SECONDS="8",
-        UPLOADS_IN_FLIGHT_PER_TENANT="2",  # as shipped
+        UPLOADS_IN_FLIGHT_PER_TENANT="4",  # as shipped
     )
     port = free_port()
     with (
