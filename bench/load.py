@@ -13,10 +13,12 @@ Then the dev auth server, one gateway (pools as shipped: GATEWAY_DB_POOL_SIZE
 at niceness 10, standing in for a machine of its own), and 100 concurrent
 clients, each on its own keep-alive connection (HTTP/1.1 written by hand: an
 HTTP library would cost the 2 shared cores more than the gateway), for a
-bounded time (`--seconds`, 60), each pausing between requests as an app or
-a person would (exponentially, 1 s on average; `--think-ms 0` sends back to
-back, which measures the gateway's saturation, not its latency): every
-request a random tenant and a random operation, search 70 % (POST /api/query, hybrid, SciFact claims), list 20 %
+bounded time (`--seconds`, 60; `--clients` to find the concurrency where
+the target holds), each pausing between requests as an app or a person
+would (exponentially, 1 s on average; `--think-ms 0` sends back to back,
+which measures the gateway's saturation, not its latency): every request a
+random tenant and a random operation, search 70 % (POST /api/query, hybrid,
+SciFact claims), list 20 %
 (GET /api/documents), upload 10 % (POST /api/documents, a SciFact abstract).
 pg_stat_activity is sampled every 50 ms for the connections of the gateway
 and the worker (application_name quarry-gateway / quarry-worker).
@@ -125,7 +127,13 @@ def multipart(name: str, content: bytes) -> bytes:
 
 
 async def run_clients(
-    port: int, tokens: list[str], queries: list[str], uploads: list[bytes], seconds: float, think_seconds: float
+    port: int,
+    tokens: list[str],
+    queries: list[str],
+    uploads: list[bytes],
+    seconds: float,
+    think_seconds: float,
+    clients: int = CLIENTS,
 ) -> tuple[dict[str, list[float]], Counter[tuple[str, int | str]]]:
     latencies: dict[str, list[float]] = {name: [] for name, _ in OPERATIONS}
     statuses: Counter[tuple[str, int | str]] = Counter()
@@ -163,7 +171,7 @@ async def run_clients(
         finally:
             await connection.close()
 
-    await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+    await asyncio.gather(*(client(n) for n in range(clients)))
     return latencies, statuses
 
 
@@ -226,6 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=search_latency.TENANTS)
     parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="concurrent clients (the target is set at 100)")
     parser.add_argument("--reuse", action="store_true", help=f"reuse the database and index in {REUSE_DIR}")
     parser.add_argument(
         "--think-ms", type=float, default=THINK_MS, help="each client's mean pause between requests (0: none)"
@@ -268,7 +277,7 @@ def main() -> None:
             before = gateway_figures(base)
             try:
                 latencies, statuses = asyncio.run(
-                    run_clients(port, tokens, queries, uploads, args.seconds, args.think_ms / 1000)
+                    run_clients(port, tokens, queries, uploads, args.seconds, args.think_ms / 1000, args.clients)
                 )
             finally:
                 stop.set()
@@ -281,7 +290,7 @@ def main() -> None:
         for (_, status), count in statuses.items()
         if not (isinstance(status, int) and status < 300) and status != 429
     )
-    print(f"{CLIENTS} clients (mean pause {args.think_ms:.0f} ms), {len(tenants)} tenants, {args.seconds:.0f} s: "
+    print(f"{args.clients} clients (mean pause {args.think_ms:.0f} ms), {len(tenants)} tenants, {args.seconds:.0f} s: "
           f"{requests} requests ({requests / args.seconds:.0f}/s)")  # fmt: skip
     for name, values in latencies.items():
         if values:
