@@ -5,8 +5,9 @@ across 1,000 tenants (500 each) in Postgres and the embedded Qdrant Edge
 index, in a database of its own (quarry_bench_load); on this machine that
 load takes several minutes (the script prints how long).  `--reuse` keeps the
 database and index of a previous run (in .data/quarry_bench_load) and skips
-it.  Tenants' plans: 70 % Free, 25 % Pro, 5 % Enterprise (hourly rate limits
-on, so a 429 is an intended refusal, never an error).
+it, resetting the rate-limit windows and daily counters that run used.
+Tenants' plans: 70 % Free, 25 % Pro, 5 % Enterprise (hourly rate limits on,
+so a 429 is an intended refusal, never an error).
 
 Then the dev auth server, one gateway (pools as shipped: GATEWAY_DB_POOL_SIZE
 10 + GATEWAY_SERVICE_POOL_SIZE 4) and one worker (which ingests the uploads;
@@ -230,6 +231,14 @@ def set_up(admin_url: str, data_dir: Path, tenants: int) -> None:
           f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
 
 
+def reset_meters(admin_url: str) -> None:
+    """A reused database starts metered as a fresh one: an earlier run's hourly windows and daily
+    queries would otherwise turn this run's requests into 429s and lighten its load."""
+    with psycopg.connect(admin_url) as conn:
+        conn.execute("delete from app.rate_limit_windows")
+        conn.execute("update app.usage_counters set used = 0 where quota in ('queries_per_day', 'documents_per_month')")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=search_latency.TENANTS)
@@ -249,7 +258,9 @@ def main() -> None:
         env = dev_env(DATABASE, f"{workdir}/dev", str(REUSE_DIR))
         env.update({"RATE_LIMITS": "on", "WORKER_METRICS_PORT": "0"})
         settings = DevSettings.from_env(env)
-        if not reuse:
+        if reuse:
+            reset_meters(admin_url)
+        else:
             set_up(admin_url, REUSE_DIR, args.tenants)
         with psycopg.connect(admin_url) as conn:
             tenants = conn.execute("select id, email from auth.users order by email").fetchall()
