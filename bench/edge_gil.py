@@ -7,12 +7,15 @@ health check or key-revocation heartbeat runs.  This script builds a shard of
 vectors; 50,000 by default), optimizes it, then adds `--new` points in batches
 of 100 (as the relay does) and optimizes again, while a thread that wakes every
 millisecond records the longest gap between its wake-ups.  Then 200 hybrid
-searches, timed the same way.
+searches, timed the same way.  All of it twice: the shard in this process
+(EdgeIndex), then in a child process (EdgeProcessIndex, INDEX_EDGE_PROCESS=on),
+whose calling threads should not stall.
 
 Prints the time of each call and the longest stall of the ticking thread.  No
 target: this documents a limit of the embedded backend (README, "Edge's limit:
 it holds the GIL"); the server backend builds its index in the Qdrant server.
 Last line: edge_gil: optimize_s=… optimize_stall_s=… search_ms=… search_stall_ms=…
+child_optimize_stall_s=… child_search_ms=… child_search_stall_ms=…
 """
 
 from __future__ import annotations
@@ -20,44 +23,22 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from quarry.index.base import IndexPoint
+from quarry.dev.stalls import longest_stall
+from quarry.index.base import IndexPoint, VectorIndex
 from quarry.index.edge import EdgeIndex
+from quarry.index.edge_process import EdgeProcessIndex
 
 TENANTS = 100
 BATCH = 100
+SEARCHES = 200
 SPARSE_TERMS = 40
 VOCABULARY = 30_000
-
-
-def longest_stall(call: Callable[[], object]) -> tuple[float, float]:
-    """(seconds the call took, longest gap in seconds between a 1 ms ticker's wake-ups meanwhile)."""
-    gaps: list[float] = []
-    stop = threading.Event()
-
-    def tick() -> None:
-        last = time.perf_counter()
-        while not stop.is_set():
-            time.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticker = threading.Thread(target=tick)
-    ticker.start()
-    time.sleep(0.02)
-    started = time.perf_counter()
-    call()
-    took = time.perf_counter() - started
-    stop.set()
-    ticker.join()
-    return took, max(gaps)
 
 
 def points(rng: random.Random, count: int, created_at: datetime) -> list[IndexPoint]:
@@ -83,10 +64,39 @@ def points(rng: random.Random, count: int, created_at: datetime) -> list[IndexPo
     return made
 
 
-def add(index: EdgeIndex, rng: random.Random, tenants: Sequence[uuid.UUID], count: int) -> None:
+def add(index: VectorIndex, rng: random.Random, tenants: Sequence[uuid.UUID], count: int) -> None:
     now = datetime.now(UTC)
     for start in range(0, count, BATCH):
         index.upsert(tenants[(start // BATCH) % len(tenants)], points(rng, min(BATCH, count - start), now))
+
+
+def measure(index: VectorIndex, seed: int, points_before: int, new: int) -> tuple[float, float, float, float]:
+    """(optimize s, its longest stall s, search ms, the searches' longest stall ms) on a shard built alike."""
+    rng = random.Random(seed)  # noqa: S311 (synthetic vectors)
+    tenants = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(TENANTS)]
+    started = time.monotonic()
+    add(index, rng, tenants, points_before)
+    index.optimize()
+    print(f"  set-up: {points_before} points over {TENANTS} tenants in {time.monotonic() - started:.0f} s")
+    add(index, rng, tenants, new)
+    optimize_s, optimize_stall = longest_stall(index.optimize)
+    print(f"  optimize() after {new} new points: {optimize_s:.2f} s; ticker stalled {optimize_stall:.2f} s")
+    query = points(rng, 1, datetime.now(UTC))[0]
+
+    def search_all() -> None:
+        for number in range(SEARCHES):
+            index.search(
+                tenants[number % TENANTS],
+                dense=query.dense,
+                sparse=(query.sparse_indices, query.sparse_values),
+                mode="hybrid",
+                limit=10,
+            )
+
+    search_s, search_stall = longest_stall(search_all)
+    search_ms = search_s / SEARCHES * 1000
+    print(f"  {SEARCHES} hybrid searches: {search_ms:.1f} ms each; ticker stalled {search_stall * 1000:.1f} ms at most")
+    return optimize_s, optimize_stall, search_ms, search_stall * 1000
 
 
 def main() -> None:
@@ -94,40 +104,22 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=50_000, help="points in the shard before the measured build")
     parser.add_argument("--new", type=int, default=10_000, help="points added before the measured optimize()")
     args = parser.parse_args()
-    rng = random.Random(7)  # noqa: S311 (synthetic vectors)
-    tenants = [uuid.uuid4() for _ in range(TENANTS)]
-    with tempfile.TemporaryDirectory() as directory:
-        index = EdgeIndex(Path(directory) / "index")
-        try:
-            started = time.monotonic()
-            add(index, rng, tenants, args.points)
-            index.optimize()
-            print(f"set-up: {args.points} points over {TENANTS} tenants in {time.monotonic() - started:.0f} s")
-            add(index, rng, tenants, args.new)
-            optimize_s, optimize_stall = longest_stall(index.optimize)
-            print(f"optimize() after {args.new} new points: {optimize_s:.2f} s; ticker stalled {optimize_stall:.2f} s")
-            query = points(rng, 1, datetime.now(UTC))[0]
-            searches = 200
-
-            def search_all() -> None:
-                for number in range(searches):
-                    index.search(
-                        tenants[number % TENANTS],
-                        dense=query.dense,
-                        sparse=(query.sparse_indices, query.sparse_values),
-                        mode="hybrid",
-                        limit=10,
-                    )
-
-            search_s, search_stall = longest_stall(search_all)
-            print(f"{searches} hybrid searches: {search_s / searches * 1000:.1f} ms each; "
-                  f"ticker stalled {search_stall * 1000:.1f} ms at most")  # fmt: skip
-        finally:
-            index.close()
+    figures = {}
+    for name, backend in (("in-process", EdgeIndex), ("child process", EdgeProcessIndex)):
+        print(f"{name} ({backend.__name__}):")
+        with tempfile.TemporaryDirectory() as directory:
+            index: VectorIndex = backend(Path(directory) / "index")
+            try:
+                figures[name] = measure(index, 7, args.points, args.new)
+            finally:
+                index.close()
+    optimize_s, optimize_stall, search_ms, search_stall = figures["in-process"]
+    _, child_stall, child_search_ms, child_search_stall = figures["child process"]
     print(
-        f"edge_gil: optimize_s={optimize_s:.2f} optimize_stall_s={optimize_stall:.2f} "
-        f"search_ms={search_s / searches * 1000:.1f} search_stall_ms={search_stall * 1000:.1f} "
-        "(no target: a stall as long as the call means the GIL was held throughout)"
+        f"edge_gil: optimize_s={optimize_s:.2f} optimize_stall_s={optimize_stall:.2f} search_ms={search_ms:.1f} "
+        f"search_stall_ms={search_stall:.1f} child_optimize_stall_s={child_stall:.2f} "
+        f"child_search_ms={child_search_ms:.1f} child_search_stall_ms={child_search_stall:.1f} "
+        "(no target: in-process, a stall as long as the call means the GIL was held throughout)"
     )
 
 

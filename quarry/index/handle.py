@@ -13,6 +13,10 @@ def open_vector_index(settings: Settings) -> VectorIndex:
         from quarry.index.server import ServerIndex
 
         return ServerIndex(settings.qdrant_url, api_key=settings.qdrant_api_key)
+    if settings.index_edge_process:
+        from quarry.index.edge_process import EdgeProcessIndex
+
+        return EdgeProcessIndex(settings.index_dir)
     from quarry.index.edge import EdgeIndex
 
     return EdgeIndex(settings.index_dir)

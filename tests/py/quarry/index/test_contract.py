@@ -18,6 +18,7 @@ from qdrant_edge import Bm25
 from quarry.index import IndexHit, IndexPoint, IndexUnavailable, SearchFilters, VectorIndex
 from quarry.index.base import DENSE_SIZE
 from quarry.index.edge import EdgeIndex
+from quarry.index.edge_process import EdgeProcessIndex
 from quarry.index.server import ServerIndex
 from tests.py.support.net import free_port
 
@@ -86,11 +87,13 @@ def sparse_query(text: str) -> tuple[list[int], list[float]]:
 # --- Fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "edge-process", "server"])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     backend: VectorIndex
     if request.param == "edge":
         backend = EdgeIndex(tmp_path / "shard")
+    elif request.param == "edge-process":
+        backend = EdgeProcessIndex(tmp_path / "shard")
     else:
         backend = ServerIndex(location=":memory:", collection="chunks_test")
     yield backend
