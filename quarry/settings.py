@@ -176,7 +176,7 @@ class Settings:
             worker_concurrency=positive_int(env, "WORKER_CONCURRENCY", 32),
             outbox_max_backoff_seconds=positive_int(env, "OUTBOX_MAX_BACKOFF_SECONDS", 60),
             rate_limits=choice(env, "RATE_LIMITS", ("on", "off")) == "on",
-            index_edge_process=choice(env, "INDEX_EDGE_PROCESS", ("on", "off")) == "on",
+            index_edge_process=choice(env, "INDEX_EDGE_PROCESS", ("off", "on")) == "on",
             extract_memory_mib=extract_memory_mib,
             extract_processes=extract_processes,
             extract_timeout_seconds=positive_int(env, "EXTRACT_TIMEOUT_SECONDS", 60),

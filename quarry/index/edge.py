@@ -13,8 +13,9 @@ the whole of every call: while a search runs (~2 ms) no other Python thread of
 the process runs, and optimize() freezes the process outright, for ~1.3 s
 after 3,000 new points on a 500,000-point shard and ~5 s after 10,000
 (measured on 2 cores).  The relay therefore optimizes only once ingestion has
-paused, and the gateway hosts the shard in a child process (by default:
-quarry.index.edge_process) or uses the server backend (README, "Edge's limit").
+paused; a gateway can host the shard in a child process instead
+(INDEX_EDGE_PROCESS=on, quarry.index.edge_process) or use the server backend
+(README, "Edge's limit").
 """
 
 from __future__ import annotations

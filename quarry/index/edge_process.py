@@ -2,7 +2,7 @@
 
 qdrant-edge-py holds the GIL for the whole of each call (bench/edge_gil.py):
 in the process that owns the shard, optimize() stops every other thread for
-seconds.  So by default (INDEX_EDGE_PROCESS=on) the gateway hosts the shard in a child
+seconds.  With INDEX_EDGE_PROCESS=on the gateway hosts the shard in a child
 process serving EdgeIndex through a multiprocessing manager (one Unix-socket
 connection and one server thread per calling thread), so its event
 loop, health checks, key heartbeat, uploads and lists go on while the child

@@ -137,15 +137,17 @@ def test_a_shard_owned_elsewhere_is_unavailable_and_leaves_no_child(tmp_path: Pa
 
 
 def test_the_setting_chooses_the_child_process(tmp_path: Path) -> None:
-    env = {"QUARRY_ENV": "development", "QUARRY_DATA_DIR": str(tmp_path)}
+    env = {"QUARRY_ENV": "development", "QUARRY_DATA_DIR": str(tmp_path), "INDEX_EDGE_PROCESS": "on"}
     settings = Settings.from_env(env)
-    assert settings.index_edge_process  # the default
+    assert settings.index_edge_process
     index = open_vector_index(settings)
     try:
         assert isinstance(index, EdgeProcessIndex)
     finally:
         index.close()
     assert not Settings.from_env({**env, "INDEX_EDGE_PROCESS": "off"}).index_edge_process
+    default = {key: value for key, value in env.items() if key != "INDEX_EDGE_PROCESS"}
+    assert not Settings.from_env(default).index_edge_process
     with pytest.raises(SettingsError, match="INDEX_EDGE_PROCESS"):
         Settings.from_env({**env, "INDEX_EDGE_PROCESS": "yes"})
 
