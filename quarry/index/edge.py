@@ -10,9 +10,9 @@ Thread safety: the engine synchronises its segments, so reads may overlap
 writes and optimize(); writes and optimize() are serialised by one lock;
 close() waits for calls in flight.  But qdrant-edge-py 0.9.0 holds the GIL for
 the whole of every call: while a search runs (~2 ms) no other Python thread of
-the process runs, and optimize() freezes the process outright, for ~1.3 s
-after 3,000 new points on a 500,000-point shard and ~5 s after 10,000
-(measured on 2 cores).  The relay therefore optimizes only once ingestion has
+the process runs, and optimize() freezes the process outright, for ~4.5 s
+after 10,000 new points on a 50,000-point shard and ~14 s on a 200,000-point
+one (bench/edge_gil.py, 2 cores).  The relay therefore optimizes only once ingestion has
 paused; a gateway can host the shard in a child process instead
 (INDEX_EDGE_PROCESS=on, quarry.index.edge_process) or use the server backend
 (README, "Edge's limit").
